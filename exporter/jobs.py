@@ -1,0 +1,176 @@
+"""The typed job record, and the parser from a CloudStack API job object to it.
+
+One parser serves both listAsyncJobs entries and queryAsyncJobResult answers: CloudStack
+uses the same fields in both (AsyncJobResponse).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+from typing import Any
+
+ERROR_TEXT_LIMIT = 256
+
+
+class JobStatus(IntEnum):
+    """`jobstatus` as CloudStack reports it."""
+
+    PENDING = 0
+    SUCCEEDED = 1
+    FAILED = 2
+    CANCELLED = 3  # only from the admin cancelAsyncJob API (4.23)
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def final(self) -> bool:
+        return self is not JobStatus.PENDING
+
+
+class MalformedJob(ValueError):
+    """An API job object that cannot be turned into a Job. The message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    status: JobStatus
+    result_code: int
+    proc_status: int
+    cmd_class: str  # full Java class name; "" for pseudo jobs, which have no cmd
+    cmd: str  # short name: no package, no trailing ByAdmin
+    instance_type: str
+    instance_id: str
+    account_id: str
+    user_id: str
+    result_type: str
+    created: float | None  # Unix seconds
+    completed: float | None  # Unix seconds; only for finished jobs
+    error: str  # errortext of a failure, cut to ERROR_TEXT_LIMIT; "" otherwise
+    result_object: str  # object name of a success result, e.g. "virtualmachine"
+    management_server_id: str
+
+
+def short_cmd(cmd_class: str) -> str:
+    """`org.apache...admin.vm.StartVMCmdByAdmin` -> `StartVMCmd`."""
+    name = cmd_class.rpartition(".")[2]
+    if name.endswith("ByAdmin") and len(name) > len("ByAdmin"):
+        name = name[: -len("ByAdmin")]
+    return name
+
+
+def is_api_job(cmd_class: str) -> bool:
+    """False for pseudo jobs (no cmd) and internal VM work jobs (com.cloud.vm.VmWork*)."""
+    return bool(cmd_class) and not short_cmd(cmd_class).startswith("VmWork")
+
+
+def parse_date(value: str) -> float:
+    """CloudStack's `yyyy-MM-dd'T'HH:mm:ssZ` (server local time with offset) to Unix seconds."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a CloudStack date: {value!r:.64}") from None
+    if parsed.tzinfo is None:
+        # Without an offset the server's time zone is unknown: refuse rather than guess.
+        raise ValueError(f"date without a time-zone offset: {value!r:.64}")
+    return parsed.timestamp()
+
+
+def _text(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise MalformedJob(f"{key}: expected a string, got {type(value).__name__}")
+
+
+def _int(obj: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = obj.get(key)
+    if value is None:
+        if default is None:
+            raise MalformedJob(f"{key}: missing")
+        return default
+    if isinstance(value, bool):
+        raise MalformedJob(f"{key}: expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise MalformedJob(f"{key}: expected an integer, got {value!r:.64}")
+
+
+def _date(obj: dict[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise MalformedJob(f"{key}: expected a date string, got {type(value).__name__}")
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        raise MalformedJob(f"{key}: {exc}") from None
+
+
+def _result(obj: dict[str, Any], status: JobStatus) -> tuple[str, str]:
+    """(error text, success object name) from `jobresult`, tolerating every known shape."""
+    result = obj.get("jobresult")
+    if result is None:
+        return "", ""
+    if isinstance(result, str):  # old servers: jobresulttype "text"
+        return (result[:ERROR_TEXT_LIMIT], "") if status.final and status != 1 else ("", "")
+    if not isinstance(result, dict):
+        raise MalformedJob(f"jobresult: expected an object, got {type(result).__name__}")
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        text = result.get("errortext")
+        return (text[:ERROR_TEXT_LIMIT] if isinstance(text, str) else ""), ""
+    if status is JobStatus.SUCCEEDED:
+        names = [k for k in result if isinstance(k, str)]
+        return "", (names[0] if len(names) == 1 else "")
+    return "", ""
+
+
+def parse_job(obj: Any) -> Job:
+    """Turn one API job object into a Job; raise MalformedJob naming the bad field."""
+    if not isinstance(obj, dict):
+        raise MalformedJob(f"job entry: expected an object, got {type(obj).__name__}")
+    job_id = obj.get("jobid")
+    if not isinstance(job_id, str) or not job_id or len(job_id) > 128:
+        raise MalformedJob(f"jobid: expected a job id, got {job_id!r:.64}")
+    raw_status = _int(obj, "jobstatus")
+    try:
+        status = JobStatus(raw_status)
+    except ValueError:
+        raise MalformedJob(f"jobstatus: unknown value {raw_status}") from None
+    cmd_class = _text(obj, "cmd")
+    error, result_object = _result(obj, status)
+    return Job(
+        job_id=job_id,
+        status=status,
+        result_code=_int(obj, "jobresultcode", 0),
+        proc_status=_int(obj, "jobprocstatus", 0),
+        cmd_class=cmd_class,
+        cmd=short_cmd(cmd_class),
+        instance_type=_text(obj, "jobinstancetype"),
+        instance_id=_text(obj, "jobinstanceid"),
+        account_id=_text(obj, "accountid"),
+        user_id=_text(obj, "userid"),
+        result_type=_text(obj, "jobresulttype"),
+        created=_date(obj, "created"),
+        completed=_date(obj, "completed") if status.final else None,
+        error=error,
+        result_object=result_object,
+        management_server_id=_text(obj, "managementserverid"),
+    )
