@@ -1,0 +1,255 @@
+"""The command line: flags, --config.check, and starting the service with a valid configuration.
+
+Exit codes: 0 after a clean stop (SIGTERM, SIGINT) or a valid --config.check; 1 when the
+exporter fails while running; 2 for bad command-line or configuration input, reported in one
+line per problem and never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import platform
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load_config
+from exporter.logs import register_secret, setup_logging
+
+PROG = "cloudstack-job-exporter"
+# Unused by the exporters on the Prometheus project's port list that we know of.
+DEFAULT_PORT = 9877
+DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("logfmt", "json")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("exporter.cli")
+
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command-line settings the running service needs."""
+
+    config_file: str = "config.yaml"
+    listen_address: str = DEFAULT_LISTEN_ADDRESS  # "HOST:PORT", ":PORT" or "[IPv6]:PORT"
+    telemetry_path: str = "/metrics"
+    web_config_file: str | None = None
+    log_level: str = "info"
+    log_format: str = "logfmt"
+
+    @property
+    def listen_host(self) -> str:
+        """The host to bind; "" means every interface. IPv6 addresses without brackets."""
+        return parse_listen_address(self.listen_address)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return parse_listen_address(self.listen_address)[1]
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """("host", port) from "HOST:PORT", ":PORT" (every interface) or "[::1]:PORT".
+
+    Raises ValueError with a one-line reason.
+    """
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise ValueError(f"{value!r} is not HOST:PORT or :PORT")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{value!r} has no valid port (0-65535)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"{value!r}: put an IPv6 address in brackets, e.g. [::1]:{port_text}")
+    elif host and not _HOSTNAME_RE.fullmatch(host):
+        raise ValueError(f"{value!r}: {host!r} is not a host name or IPv4 address")
+    return host, int(port_text)
+
+
+def _listen_address(value: str) -> str:
+    try:
+        parse_listen_address(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def _telemetry_path(value: str) -> str:
+    if not value.startswith("/") or value == "/" or value.startswith("/-/"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} must be a path starting with / other than / and /-/..."
+        )
+    if any(c.isspace() or c in "?#" for c in value):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a plain path")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line of reason; the full usage is one --help away.
+        self.exit(EXIT_USAGE, f"{self.prog}: {' '.join(message.split())} (see --help)\n")
+
+
+def version_string() -> str:
+    return f"{PROG} {__version__} (python {platform.python_version()})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Prometheus exporter for Apache CloudStack asynchronous jobs.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="config.yaml",
+        metavar="PATH",
+        help="configuration file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration (and the files it names) and exit: 0 valid, 2 invalid",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=DEFAULT_LISTEN_ADDRESS,
+        type=_listen_address,
+        metavar="HOST:PORT",
+        help="address to listen on; :PORT means every interface, [::1]:PORT an IPv6 address "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        type=_telemetry_path,
+        metavar="PATH",
+        help="path of the metrics (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        metavar="PATH",
+        help="web configuration (exporter-toolkit format: TLS, basic auth) (default: none)",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=LOG_LEVELS,
+        help="only log messages of this level or above (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=LOG_FORMATS,
+        help="log line format (default: %(default)s)",
+    )
+    parser.add_argument("--version", action="version", version=version_string())
+    return parser
+
+
+def register_secrets(config: Config) -> None:
+    """Masks every credential of the configuration in log lines (call again after a reload)."""
+    for cloud in config.clouds:
+        for value in (cloud.api_key, cloud.secret_key, cloud.password):
+            register_secret(value)
+
+
+def check_config(options: Options) -> int:
+    """--config.check: one line per problem on stderr and 2, or a summary on stdout and 0."""
+    problems: list[str] = []
+    summary: list[str] = []
+    try:
+        config = load_config(options.config_file)
+    except ConfigError as error:
+        problems.extend(error.problems)
+    else:
+        names = ", ".join(cloud.name for cloud in config.clouds)
+        count = len(config.clouds)
+        summary.append(f"config OK: {count} cloud{'s' if count != 1 else ''} ({names})")
+    if options.web_config_file:
+        problems.extend(_check_web_config(options.web_config_file, summary))
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    for line in summary:
+        print(line)
+    return EXIT_OK
+
+
+def _check_web_config(path: str, summary: list[str]) -> list[str]:
+    from exporter.webconfig import WebConfigError, load_web_config
+
+    try:
+        load_web_config(path)
+    except WebConfigError as error:
+        return [f"{path}: {problem}" for problem in error.problems]
+    summary.append(f"web config OK: {path}")
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        # --help and --version (0) or a usage error (2), already printed.
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    options = Options(
+        config_file=args.config_file,
+        listen_address=args.listen_address,
+        telemetry_path=args.telemetry_path,
+        web_config_file=args.web_config_file,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+    if args.config_check:
+        return check_config(options)
+
+    setup_logging(options.log_level, options.log_format)
+    try:
+        config = load_config(options.config_file)
+    except ConfigError as error:
+        for problem in error.problems:
+            log.error(
+                "invalid configuration", extra={"file": options.config_file, "problem": problem}
+            )
+        return EXIT_USAGE
+    register_secrets(config)
+    log.info(
+        "starting",
+        extra={"version": __version__, "config": options.config_file, "clouds": len(config.clouds)},
+    )
+    try:
+        # Imported here: the service pulls in aiohttp and every other module, which
+        # --config.check, --version and usage errors do not need.
+        from exporter import service
+
+        return int(asyncio.run(service.run(config, options)))
+    except KeyboardInterrupt:
+        # Ctrl-C before the service took over SIGINT: nothing started needs flushing.
+        log.info("interrupted; exiting")
+        return EXIT_OK
+    except Exception:
+        log.error("exporter failed", exc_info=True)
+        return EXIT_FAILED
