@@ -1,0 +1,272 @@
+"""The running daemon: builds the pieces from the configuration, runs them, reloads and stops.
+
+config -> sources/poller (one task per cloud) -> tracker -> renderer -> web. Rendering and state
+saving are triggered by finished poll cycles, never by scrapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from exporter import state as state_file
+from exporter.client import CloudStackClient
+from exporter.config import CloudConfig, Config, ConfigError, load_config
+from exporter.poller import CloudPoller
+from exporter.rendering import Renderer
+from exporter.selfmetrics import ExporterMetrics
+from exporter.tracker import JobTracker
+from exporter.web import make_app, start_server
+from exporter.webconfig import WebConfigError, WebConfigHolder
+
+if TYPE_CHECKING:
+    from exporter.cli import Options
+
+log = logging.getLogger(__name__)
+
+
+def _reveal(value: Any) -> str | None:
+    if value is None:
+        return None
+    reveal = getattr(value, "reveal", None)
+    return reveal() if callable(reveal) else str(value)
+
+
+def make_client(cloud: CloudConfig, metrics: ExporterMetrics) -> CloudStackClient:
+    bound = metrics.cloud(cloud.name)
+    return CloudStackClient(
+        cloud.url,
+        api_key=_reveal(cloud.api_key),
+        secret_key=_reveal(cloud.secret_key),
+        username=cloud.username,
+        password=_reveal(cloud.password),
+        domain=cloud.domain,
+        verify_tls=cloud.verify_tls,
+        ca_file=cloud.ca_file,
+        timeout=cloud.timeout,
+        signature_lifetime=cloud.signature_lifetime,
+        max_concurrency=cloud.max_concurrency,
+        max_rate=cloud.max_requests_per_second,
+        observer=bound.api_request,
+    )
+
+
+class _Cloud:
+    """A running poller with what it needs to stop."""
+
+    def __init__(self, poller: CloudPoller, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+        self.poller = poller
+        self.task = task
+        self.stop = stop
+
+
+class Service:
+    def __init__(self, config: Config, options: Options) -> None:
+        self.config = config
+        self.options = options
+        self.started = time.time()
+        self.metrics = ExporterMetrics(config.duration_buckets)
+        self.trackers: dict[str, JobTracker] = {}
+        self.clouds: dict[str, _Cloud] = {}
+        self.renderer = Renderer(self.metrics, self._trackers, config.per_job_series)
+        self.web_config: WebConfigHolder | None = None
+        self._runner: Any = None
+        self._render_pending = False
+        self._save_task: asyncio.Task[None] | None = None
+        self._save_again = False
+        self._restored: Mapping[str, Any] = {}
+
+    def _trackers(self) -> Mapping[str, JobTracker]:
+        return self.trackers
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Every cloud polled once, successfully or not."""
+        return bool(self.clouds) and all(c.poller.cycles > 0 for c in self.clouds.values())
+
+    # -- start and stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.options.web_config_file:
+            self.web_config = WebConfigHolder(self.options.web_config_file)
+        if self.config.state_file:
+            loaded = await asyncio.to_thread(state_file.load, self.config.state_file)
+            self._restored = (loaded or {}).get("clouds", {})
+        self.renderer.render()  # /metrics answers with health metrics before the first poll
+        app = make_app(
+            self.renderer,
+            telemetry_path=self.options.telemetry_path,
+            ready=self.ready,
+            web_config=self.web_config,
+        )
+        self._runner = await start_server(app, self.options.listen_address, self.web_config)
+        for cloud in self.config.clouds:
+            self._start_cloud(cloud)
+        log.info(
+            "exporter started",
+            extra={"listen": self.options.listen_address, "clouds": len(self.config.clouds)},
+        )
+
+    def _tracker_for(self, cloud: CloudConfig) -> JobTracker:
+        tracker = self.trackers.get(cloud.name)
+        if tracker is None:
+            tracker = JobTracker(
+                cloud.name,
+                self.metrics.cloud(cloud.name),
+                retention=self.config.retention,
+                max_jobs=self.config.max_tracked_jobs,
+                watermark=self.started,
+            )
+            restored = self._restored.get(cloud.name)
+            if restored:
+                try:
+                    tracker.restore(restored)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("state of cloud not restored: %s", exc, extra={"cloud": cloud.name})
+            self.trackers[cloud.name] = tracker
+        else:
+            tracker.retention = self.config.retention
+            tracker.max_jobs = self.config.max_tracked_jobs
+        return tracker
+
+    def _start_cloud(self, cloud: CloudConfig) -> None:
+        poller = CloudPoller(
+            cloud,
+            make_client(cloud, self.metrics),
+            self._tracker_for(cloud),
+            self.metrics.cloud(cloud.name),
+            on_cycle=self._cycle_done,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(poller.run(stop), name=f"poll-{cloud.name}")
+        self.clouds[cloud.name] = _Cloud(poller, task, stop)
+
+    async def _stop_clouds(self) -> None:
+        clouds, self.clouds = self.clouds, {}
+        for cloud in clouds.values():
+            cloud.stop.set()
+        # A cycle waiting on a slow server is cancelled rather than awaited to its timeout.
+        done, pending = await asyncio.wait([c.task for c in clouds.values()], timeout=2.0)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*(c.poller.client.close() for c in clouds.values()))
+
+    async def stop(self) -> None:
+        await self._stop_clouds()
+        if self._save_task is not None:
+            await asyncio.gather(self._save_task, return_exceptions=True)
+        await self.save_state()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        log.info("exporter stopped")
+
+    # -- after each poll cycle ---------------------------------------------------------------
+
+    def _cycle_done(self, poller: CloudPoller) -> None:
+        # Several clouds finishing together cause one render, not one each.
+        if not self._render_pending:
+            self._render_pending = True
+            asyncio.get_running_loop().call_soon(self._render)
+        if self.config.state_file:
+            self._schedule_save()
+
+    def _render(self) -> None:
+        self._render_pending = False
+        self.renderer.render()
+
+    def _schedule_save(self) -> None:
+        if self._save_task is not None and not self._save_task.done():
+            self._save_again = True
+            return
+        self._save_task = asyncio.create_task(self._save_loop())
+
+    async def _save_loop(self) -> None:
+        while True:
+            self._save_again = False
+            await self.save_state()
+            if not self._save_again:
+                return
+
+    async def save_state(self) -> None:
+        path = self.config.state_file
+        if not path:
+            return
+        data = {
+            "clouds": {name: t.to_state() for name, t in self.trackers.items()},
+        }
+        try:
+            await asyncio.to_thread(state_file.save, path, data)
+        except OSError as exc:
+            log.error("cannot write state file: %s", exc, extra={"path": path})
+
+    # -- reload ------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        try:
+            config = await asyncio.to_thread(load_config, self.options.config_file)
+        except ConfigError as exc:
+            log.error(
+                "configuration reload refused; the running configuration stays",
+                extra={"problems": "; ".join(exc.problems)},
+            )
+            return False
+        if config.duration_buckets != self.config.duration_buckets:
+            log.warning("duration_buckets changes take effect after a restart")
+        await self._stop_clouds()
+        names = {c.name for c in config.clouds}
+        for gone in set(self.trackers) - names:
+            del self.trackers[gone]
+            self.metrics.remove_cloud(gone)
+        self.config = config
+        self.renderer.per_job_series = config.per_job_series
+        self._restored = {}
+        for cloud in config.clouds:
+            self._start_cloud(cloud)
+        if self.web_config is not None:
+            try:
+                self.web_config.reload()
+            except WebConfigError as exc:
+                log.error("web config reload refused: %s", exc)
+        self.renderer.render()
+        log.info("configuration reloaded", extra={"clouds": len(config.clouds)})
+        return True
+
+
+async def run(config: Config, options: Options) -> int:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+    service = Service(config, options)
+    try:
+        await service.start()
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", options.listen_address, exc.strerror or exc)
+        await service.stop()
+        return 1
+    except WebConfigError as exc:
+        log.error("invalid web config: %s", exc)
+        await service.stop()
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def hup() -> None:
+        task = loop.create_task(service.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await service.stop()
+    return 0
