@@ -20,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "deploy/prometheus/cloudstack-job-exporter.rules.yml"
-PROMETHEUS_RULE = ROOT / "deploy/kubernetes/prometheusrule.yaml"
+PROMETHEUS_RULE = ROOT / "deploy/kubernetes/monitoring/prometheusrule.yaml"
 DASHBOARD = ROOT / "deploy/grafana/dashboards/cloudstack-job-exporter.json"
 OPERATIONS_DOC = ROOT / "docs/operations.md"
 DOC_BEGIN = "<!-- BEGIN GENERATED ALERT REFERENCE (deploy/generate.py) -->"
