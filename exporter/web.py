@@ -391,16 +391,15 @@ _server_log = logging.getLogger(f"{__name__}.server")
 _server_log.addFilter(_ClientErrorFilter())
 
 
-class ListenError(Exception):
-    """The server could not bind its address."""
-
-
 async def start_server(
     app: web.Application,
     listen_address: str | Sequence[str],
     web_config: WebConfigHolder | None = None,
 ) -> web.AppRunner:
-    """Serve `app` on the address(es); the caller ends it with `await runner.cleanup()`."""
+    """Serve `app` on the address(es); the caller ends it with `await runner.cleanup()`.
+
+    A bind failure raises the OSError after releasing whatever was already bound.
+    """
     if web_config is None:
         web_config = app.get(WEB_CONFIG)
     addresses = [listen_address] if isinstance(listen_address, str) else list(listen_address)
@@ -420,12 +419,9 @@ async def start_server(
     )
     await runner.setup()
     try:
-        for address, (host, port) in zip(addresses, parsed, strict=True):
+        for host, port in parsed:
             site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+            await site.start()  # OSError (address in use, ...) goes to the caller
     except BaseException:
         await runner.cleanup()
         raise
