@@ -773,6 +773,20 @@ class _Validator:
         if ca_file is not None:
             self.check_ca_file(ca_file, _join(path, "ca_file"), url, verify_tls)
 
+        max_concurrency = self.integer(
+            m, "max_concurrency", path, DEFAULT_MAX_CONCURRENCY, minimum=1
+        )
+        max_rate = self.number(m, "max_requests_per_second", path)
+        signature_lifetime = self.duration(
+            m,
+            "signature_lifetime",
+            path,
+            DEFAULT_SIGNATURE_LIFETIME,
+            maximum=MAX_SIGNATURE_LIFETIME,
+        )
+        page_size = self.integer(
+            m, "page_size", path, MAX_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE
+        )
         if name is None or url is None:
             return None
         return CloudConfig(
@@ -790,20 +804,10 @@ class _Validator:
             verify_tls=verify_tls,
             ca_file=ca_file,
             timeout=timeout,
-            max_concurrency=self.integer(
-                m, "max_concurrency", path, DEFAULT_MAX_CONCURRENCY, minimum=1
-            ),
-            max_requests_per_second=self.number(m, "max_requests_per_second", path),
-            signature_lifetime=self.duration(
-                m,
-                "signature_lifetime",
-                path,
-                DEFAULT_SIGNATURE_LIFETIME,
-                maximum=MAX_SIGNATURE_LIFETIME,
-            ),
-            page_size=self.integer(
-                m, "page_size", path, MAX_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE
-            ),
+            max_concurrency=max_concurrency,
+            max_requests_per_second=max_rate,
+            signature_lifetime=signature_lifetime,
+            page_size=page_size,
         )
 
     def either(self, m: dict[str, Any], key: str, path: str) -> tuple[Secret | None, bool]:
@@ -882,12 +886,10 @@ class _Validator:
             return
         try:
             ssl.create_default_context(cafile=ca_file)
-        except FileNotFoundError:
-            self.problem(where, f"cannot read {ca_file}: No such file or directory")
+        except ssl.SSLError:  # before OSError, its base class
+            self.problem(where, f"{ca_file} holds no usable PEM certificate")
         except OSError as error:
             self.problem(where, f"cannot read {ca_file}: {error.strerror or 'error'}")
-        except ssl.SSLError:
-            self.problem(where, f"{ca_file} holds no usable PEM certificate")
 
 
 def _check_name(value: str) -> str | None:
