@@ -1,0 +1,10 @@
+"""A CloudStack management server for the async-job APIs, with workload and fault injection.
+
+`/client/api` behaves like CloudStack (signatures, sessions, errors, listAsyncJobs,
+queryAsyncJobResult); `/sim/...` is the control and inspection API (see README.md).
+"""
+
+from exporter.simulator.accounts import Directory, load_accounts
+from exporter.simulator.app import Simulator, SimulatorConfig
+
+__all__ = ["Directory", "Simulator", "SimulatorConfig", "load_accounts"]
