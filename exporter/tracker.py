@@ -1,0 +1,503 @@
+"""The job table of one cloud: transitions, the histogram-once rule, retention and the cap.
+
+The poller feeds fresh views of jobs (`apply`), reports purged ones (`not_found`) and ends each
+cycle with `expire`. Rendering reads immutable `TrackedJob` records through `view()`; a change
+replaces a record instead of mutating it, so a snapshot taken on the event loop stays consistent
+while another thread renders it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from exporter.jobs import Job, JobStatus
+from exporter.rendering import job_label_strings
+from exporter.selfmetrics import JobSummary
+
+if TYPE_CHECKING:
+    from exporter.selfmetrics import CloudMetrics
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = 1
+
+# How far the exporter's clock and CloudStack's `created`/`completed` stamps may disagree
+# without double-counting or losing a finish (see _advance_watermark).
+SKEW_MARGIN = 900.0
+
+# Observed IDs are pruned with a full pass only once the watermark has moved this much,
+# so the per-cycle cost stays proportional to what changed.
+_PRUNE_STEP = 60.0
+
+_STATUS_LABELS = tuple(s.label for s in JobStatus)
+
+# Order of a job's fields in the state file (written once as a header, so a row is a list).
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedJob:
+    """One tracked job as rendering sees it; replaced, never mutated."""
+
+    job: Job
+    labels: str  # escaped `cloud=..,job_id=..,cmd=..,instance_type=..` shared by every family
+    info_labels: str  # escaped remaining labels of cloudstack_async_job_info, leading ","
+    finished_at: float | None  # exporter time at which it was first seen final
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerView:
+    """An immutable snapshot of one tracker for rendering off the event loop."""
+
+    cloud: str
+    now: float  # time of the last poll: ages are as of then
+    jobs: list[TrackedJob]
+
+    def summary(self) -> JobSummary:
+        return summarize(self.cloud, self.now, self.jobs)
+
+
+def summarize(cloud: str, now: float, jobs: Iterable[TrackedJob]) -> JobSummary:
+    """The aggregates of a set of tracked jobs, in one pass."""
+    counts: dict[tuple[str, str], int] = {}
+    oldest: dict[str, float] = {}
+    by_server: dict[str, int] = {}
+    for tracked in jobs:
+        job = tracked.job
+        cmd = job.cmd
+        key = (cmd, _STATUS_LABELS[job.status])
+        counts[key] = counts.get(key, 0) + 1
+        if job.status is JobStatus.PENDING:
+            if job.created is not None:
+                age = now - job.created
+                if age > oldest.get(cmd, -math.inf):
+                    oldest[cmd] = age
+            server = job.management_server_id
+            if server:
+                by_server[server] = by_server.get(server, 0) + 1
+    return JobSummary(
+        cloud=cloud,
+        jobs_by_cmd_status=counts,
+        oldest_pending_age=oldest,
+        pending_by_management_server=by_server,
+    )
+
+
+def _compact(job: Job) -> Job:
+    """Share the strings that repeat across jobs (command, type, account...) to save memory."""
+    intern = sys.intern
+    return Job(
+        job_id=job.job_id,
+        status=job.status,
+        result_code=job.result_code,
+        proc_status=job.proc_status,
+        cmd_class=intern(job.cmd_class),
+        cmd=intern(job.cmd),
+        instance_type=intern(job.instance_type),
+        instance_id=job.instance_id,
+        account_id=intern(job.account_id),
+        user_id=intern(job.user_id),
+        result_type=intern(job.result_type),
+        created=job.created,
+        completed=job.completed,
+        error=job.error,
+        result_object=intern(job.result_object),
+        management_server_id=intern(job.management_server_id),
+    )
+
+
+def _label_fields(job: Job) -> tuple[str, ...]:
+    return (
+        job.cmd,
+        job.instance_type,
+        job.cmd_class,
+        job.instance_id,
+        job.account_id,
+        job.user_id,
+        job.result_type,
+        job.error,
+    )
+
+
+class JobTracker:
+    """The job table of one cloud."""
+
+    def __init__(
+        self,
+        cloud: str,
+        metrics: CloudMetrics,
+        *,
+        retention: float,
+        max_jobs: int,
+        watermark: float,
+    ) -> None:
+        if retention < 0 or not math.isfinite(retention):
+            raise ValueError(f"retention must be a finite number >= 0, got {retention!r}")
+        if max_jobs < 1:
+            raise ValueError(f"max_jobs must be at least 1, got {max_jobs!r}")
+        self.cloud = cloud
+        self.metrics = metrics
+        self.retention = float(retention)
+        self.max_jobs = int(max_jobs)
+        self._watermark = float(watermark)
+        self._pruned_at = self._watermark
+        self._now = -math.inf
+        self._jobs: dict[str, TrackedJob] = {}
+        self._pending: dict[str, None] = {}  # insertion-ordered set of pending IDs
+        self._finished: dict[str, float] = {}  # ID -> finished_at, oldest first
+        # ID -> completion (or observation) time of every job observed in the histogram
+        # whose completion is after the watermark; see _advance_watermark.
+        self._observed: dict[str, float] = {}
+        self._configured: set[str] = set()
+        self._configured_done: set[str] = set()  # configured, and gone (431) or expired
+        self._refused: set[str] = set()  # refused for capacity, counted once each
+        self.changed = True  # since the last render; the renderer clears it
+        self.version = 0
+        self._reported_size = -1
+
+    # --- reading -----------------------------------------------------------------------------
+
+    @property
+    def watermark(self) -> float:
+        return self._watermark
+
+    @property
+    def now(self) -> float:
+        """Time of the last poll (the latest `now` given); ages are as of then."""
+        return self._now if self._now > -math.inf else self._watermark
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    @property
+    def size(self) -> int:
+        """Jobs currently tracked."""
+        return len(self._jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def get(self, job_id: str) -> TrackedJob | None:
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> Iterable[TrackedJob]:
+        return self._jobs.values()
+
+    def view(self) -> TrackerView:
+        """A snapshot for rendering: cheap (a list copy), safe to read from another thread."""
+        return TrackerView(self.cloud, self.now, list(self._jobs.values()))
+
+    def summary(self) -> JobSummary:
+        return summarize(self.cloud, self.now, self._jobs.values())
+
+    def pending_by_management_server(self) -> dict[str, int]:
+        """Pending jobs per `managementserverid` (4.19+); jobs without one are left out."""
+        counts: dict[str, int] = {}
+        for job_id in self._pending:
+            server = self._jobs[job_id].job.management_server_id
+            if server:
+                counts[server] = counts.get(server, 0) + 1
+        return counts
+
+    # --- feeding -----------------------------------------------------------------------------
+
+    def set_configured(self, job_ids: Iterable[str]) -> None:
+        """The statically configured IDs (`jobs` plus `jobs_file`) as of now."""
+        configured = {i for i in job_ids if isinstance(i, str) and i}
+        # A removed ID that is not tracked is simply no longer queried; a tracked one
+        # (pending or finished) stays until it finishes and its retention ends.
+        self._configured = configured
+        self._configured_done &= configured
+
+    def to_query(self, listed: Set[str]) -> list[str]:
+        """IDs to query this cycle: tracked pending jobs absent from this cycle's listing
+        (absence is no proof of completion: the list moves while it is paged), and
+        configured jobs never seen. Finished jobs are never queried again."""
+        wanted = [i for i in self._pending if i not in listed]
+        jobs, done, refused = self._jobs, self._configured_done, self._refused
+        wanted.extend(
+            i
+            for i in sorted(self._configured)
+            if i not in jobs and i not in done and i not in listed and i not in refused
+        )
+        return wanted
+
+    def apply(self, job: Job, now: float) -> None:
+        """A fresh view of one job, from the pending list or from a query."""
+        self._touch(now)
+        job_id = job.job_id
+        old = self._jobs.get(job_id)
+        if old is None:
+            self._track_new(job)
+            return
+        if old.job == job:
+            return
+        if old.job.status.final:
+            if not job.status.final:
+                # CloudStack never reopens a job; a stale listing page must not undo a finish.
+                log.debug(
+                    "cloud=%s job_id=%s: ignoring pending view of a finished job",
+                    self.cloud,
+                    job_id,
+                )
+                return
+            finished_at: float | None = old.finished_at
+        elif job.status.final:
+            finished_at = self._now
+        else:
+            finished_at = None
+        job = _compact(job)
+        if _label_fields(job) == _label_fields(old.job):
+            labels, info = old.labels, old.info_labels
+        else:
+            labels, info = job_label_strings(self.cloud, job)
+        self._jobs[job_id] = TrackedJob(job, labels, info, finished_at)
+        if finished_at is not None and old.finished_at is None:
+            self._finish(job_id, job, finished_at, seen_pending=True)
+        self._mark()
+
+    def not_found(self, job_id: str, reason: str = "not_found") -> None:
+        """CloudStack answered 431: the job was purged (or never existed). Drop and count it.
+        `reason="forbidden"` is for 531 (another account's job): it will never be visible."""
+        if job_id in self._configured:
+            self._configured_done.add(job_id)
+        if job_id in self._jobs:
+            self._remove(job_id)
+            self._report_size()
+        self.metrics.dropped(reason, 1)
+
+    def expire(self, now: float) -> None:
+        """End of a cycle: drop finished jobs past retention, then enforce the cap."""
+        self._touch(now)
+        cutoff = self._now - self.retention
+        expired = 0
+        while self._finished:
+            job_id, finished_at = next(iter(self._finished.items()))
+            if finished_at > cutoff:
+                break
+            self._remove(job_id)
+            expired += 1
+        if expired:
+            self.metrics.dropped("retention", expired)
+        evicted = 0
+        while len(self._jobs) > self.max_jobs and self._finished:
+            self._remove(next(iter(self._finished)))
+            evicted += 1
+        if evicted:
+            self.metrics.dropped("capacity", evicted)
+        # Room again: refused jobs may be admitted when they are next listed.
+        if len(self._jobs) < self.max_jobs:
+            self._refused.clear()
+        self._advance_watermark()
+        self._report_size()
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready state: tracked jobs (finished ones too), observed IDs, the watermark."""
+        rows = []
+        for tracked in self._jobs.values():
+            job = tracked.job
+            row: list[Any] = [getattr(job, name) for name in _JOB_FIELDS]
+            row[_JOB_FIELDS.index("status")] = int(job.status)
+            row.append(tracked.finished_at)
+            rows.append(row)
+        return {
+            "format": STATE_FORMAT,
+            "watermark": self._watermark,
+            "fields": [*_JOB_FIELDS, "finished_at"],
+            "jobs": rows,
+            "observed": dict(self._observed),
+            "configured_done": sorted(self._configured_done),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Load what to_state wrote. Restored finished jobs are never observed again; bad
+        entries are skipped with a warning (a state file must never stop the exporter)."""
+        if not isinstance(state, Mapping):
+            log.warning("cloud=%s: ignoring state that is not an object", self.cloud)
+            return
+        watermark = _number(state.get("watermark"))
+        if watermark is not None:
+            self._watermark = self._pruned_at = watermark
+        observed = state.get("observed")
+        if isinstance(observed, Mapping):
+            for job_id, when in observed.items():
+                when = _number(when)
+                if isinstance(job_id, str) and when is not None:
+                    self._observed[job_id] = when
+        done = state.get("configured_done")
+        if isinstance(done, list):
+            self._configured_done.update(i for i in done if isinstance(i, str))
+        fields = state.get("fields")
+        rows = state.get("jobs")
+        if not isinstance(fields, list) or not isinstance(rows, list):
+            rows = []
+            fields = []
+        skipped = 0
+        restored: list[TrackedJob] = []
+        for row in rows:
+            tracked = self._tracked_from_row(fields, row)
+            if tracked is None:
+                skipped += 1
+            else:
+                restored.append(tracked)
+        if skipped:
+            log.warning(
+                "cloud=%s: skipped %d unreadable job entries in the state file", self.cloud, skipped
+            )
+        finished = sorted(
+            (t for t in restored if t.finished_at is not None),
+            key=lambda t: t.finished_at or 0.0,
+        )
+        for tracked in restored:
+            job_id = tracked.job.job_id
+            if job_id in self._jobs:
+                self._remove(job_id)
+            self._jobs[job_id] = tracked
+            if tracked.finished_at is None:
+                self._pending[job_id] = None
+        for tracked in finished:
+            self._finished[tracked.job.job_id] = tracked.finished_at or 0.0
+        self._mark()
+        self._report_size()
+
+    def _tracked_from_row(self, fields: list[Any], row: Any) -> TrackedJob | None:
+        if not isinstance(row, list) or len(row) != len(fields):
+            return None
+        values = dict(zip(fields, row, strict=True))
+        try:
+            kwargs: dict[str, Any] = {}
+            for field in dataclasses.fields(Job):
+                value = values.get(field.name)
+                if field.name == "status":
+                    if not isinstance(value, int):
+                        return None
+                    kwargs["status"] = JobStatus(value)
+                elif field.name in ("result_code", "proc_status"):
+                    if not isinstance(value, int) or isinstance(value, bool):
+                        return None
+                    kwargs[field.name] = value
+                elif field.name in ("created", "completed"):
+                    number = _number(value)
+                    if value is not None and number is None:
+                        return None
+                    kwargs[field.name] = number
+                else:
+                    if not isinstance(value, str):
+                        return None
+                    kwargs[field.name] = value
+            job = _compact(Job(**kwargs))
+        except (TypeError, ValueError):
+            return None
+        if not job.job_id:
+            return None
+        finished_at = _number(values.get("finished_at")) if job.status.final else None
+        if job.status.final and finished_at is None:
+            return None
+        labels, info = job_label_strings(self.cloud, job)
+        return TrackedJob(job, labels, info, finished_at)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _touch(self, now: float) -> None:
+        if now > self._now:
+            self._now = now
+            if self._jobs:
+                self._mark()  # ages moved
+
+    def _mark(self) -> None:
+        self.changed = True
+        self.version += 1
+
+    def _track_new(self, job: Job) -> None:
+        job_id = job.job_id
+        if len(self._jobs) >= self.max_jobs:
+            if self._finished:
+                self._remove(next(iter(self._finished)))
+                self.metrics.dropped("capacity", 1)
+            else:
+                # Only pending jobs: they are what the exporter exists to watch, so the
+                # newcomer is refused rather than an older pending job evicted.
+                if job_id not in self._refused:
+                    if len(self._refused) >= self.max_jobs:
+                        self._refused.clear()  # bound the memory; may count a job twice
+                    self._refused.add(job_id)
+                    self.metrics.dropped("capacity", 1)
+                return
+        self._refused.discard(job_id)
+        self._configured_done.discard(job_id)
+        job = _compact(job)
+        labels, info = job_label_strings(self.cloud, job)
+        if job.status.final:
+            self._jobs[job_id] = TrackedJob(job, labels, info, self._now)
+            self._finish(job_id, job, self._now, seen_pending=False)
+        else:
+            self._jobs[job_id] = TrackedJob(job, labels, info, None)
+            self._pending[job_id] = None
+        self._mark()
+        self._report_size()
+
+    def _finish(self, job_id: str, job: Job, finished_at: float, *, seen_pending: bool) -> None:
+        self._pending.pop(job_id, None)
+        self._finished[job_id] = finished_at
+        if job_id in self._observed:
+            return
+        completed = job.completed
+        # Observed only when the finish is new to the exporter: it saw the job pending, or
+        # the job completed after the watermark. Older history would inflate the counters
+        # with finishes an earlier run (or nobody) already counted.
+        if seen_pending or (completed is not None and completed > self._watermark):
+            self.metrics.job_finished(job)
+            self._observed[job_id] = completed if completed is not None else finished_at
+
+    def _remove(self, job_id: str) -> None:
+        tracked = self._jobs.pop(job_id, None)
+        self._pending.pop(job_id, None)
+        self._finished.pop(job_id, None)
+        if tracked is not None:
+            if job_id in self._configured:
+                self._configured_done.add(job_id)  # finished and gone: never query again
+            self._mark()
+
+    def _advance_watermark(self) -> None:
+        """Move the watermark to `now - (retention + SKEW_MARGIN)` and forget observed IDs
+        that completed before it.
+
+        Why this is safe: a job whose completion is at or before the watermark is observed
+        only if it was seen pending, and a job seen pending is tracked, so its own record
+        (already final) prevents a second observation. The observed set therefore only
+        needs IDs whose completion is after the watermark. The horizon keeps the last
+        `retention` of finishes (what the table itself still shows) plus a margin for a
+        CloudStack clock running ahead of or behind the exporter's: `completed` is server
+        time, the watermark exporter time. After a restart the persisted watermark is
+        used, so a job that finished while the exporter was down still counts, once.
+        """
+        horizon = self.now - (self.retention + SKEW_MARGIN)
+        if horizon > self._watermark:
+            self._watermark = horizon
+        if self._watermark - self._pruned_at >= _PRUNE_STEP:
+            watermark = self._watermark
+            self._observed = {i: t for i, t in self._observed.items() if t > watermark}
+            self._pruned_at = watermark
+
+    def _report_size(self) -> None:
+        size = len(self._jobs)
+        if size != self._reported_size:
+            self._reported_size = size
+            self.metrics.tracked(size)
+
+
+def _number(value: object) -> float | None:
+    """A finite JSON number as float, else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+    return None
