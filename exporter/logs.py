@@ -43,7 +43,9 @@ _LEVEL_NAMES = {
     logging.CRITICAL: "error",
 }
 _SENSITIVE_PARAM_RE = re.compile(
-    r"(?i)(?<![A-Za-z0-9_])(apikey|signature|sessionkey|password|secretkey|jsessionid)"
+    # Preceded by a non-word character, or by an encoded "?" or "&" inside an encoded URL.
+    r"(?i)(?:(?<![A-Za-z0-9_])|(?<=%3F)|(?<=%26))"
+    r"(apikey|signature|sessionkey|password|secretkey|jsessionid)"
     r"(=|%3D)([^&\s\"'<>;,]*)"
 )
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -221,7 +223,8 @@ def setup_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO | Non
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
-    root.addHandler(handler)
+    # First in line: its filter redacts the record before any other handler sees it.
+    root.handlers.insert(0, handler)
     root.setLevel(LEVELS[level])
     _handler = handler
     # warnings.warn() output would otherwise be multi-line text on stderr.
