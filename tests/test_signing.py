@@ -1,4 +1,5 @@
-"""Request signing: known answers, Java URL encoding, and a property test against a reference."""
+"""Request signing: known answers, Java URL encoding, and a property test against the
+independent reference in helpers_client (written from ApiServer.verifyRequest)."""
 
 from __future__ import annotations
 
@@ -9,47 +10,11 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
+from helpers_client import ref_signature, ref_urlencode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.signing import format_expires, java_urlencode, sign, signature, string_to_sign
-
-# --- an independent reference of ApiServer.verifyRequest, written from the Java source ---
-
-_JAVA_SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-*_"
-
-
-def ref_urlencode(value: str) -> str:
-    """URLEncoder.encode(value, "UTF-8").replaceAll("\\+", "%20"), one byte at a time."""
-    out = []
-    for byte in value.encode("utf-8", "replace"):
-        if chr(byte) in _JAVA_SAFE:
-            out.append(chr(byte))
-        elif byte == 0x20:
-            out.append("+")  # what URLEncoder does; replaced below, like the server does
-        else:
-            out.append("%" + "0123456789ABCDEF"[byte >> 4] + "0123456789ABCDEF"[byte & 15])
-    return "".join(out).replace("+", "%20")
-
-
-def utf16_units(name: str) -> list[int]:
-    units: list[int] = []
-    for ch in name:
-        cp = ord(ch)
-        if cp > 0xFFFF:
-            cp -= 0x10000
-            units += [0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF)]
-        else:
-            units.append(cp)
-    return units
-
-
-def ref_signature(params: dict[str, str], secret: str) -> str:
-    names = sorted((n for n in params if n.lower() != "signature"), key=utf16_units)
-    query = "&".join(n + "=" + ref_urlencode(params[n]) for n in names).lower()
-    mac = hmac.new(secret.encode("utf-8"), query.encode("utf-8"), hashlib.sha1)
-    return base64.b64encode(mac.digest()).decode()
-
 
 # --- known answers -----------------------------------------------------------------------
 
