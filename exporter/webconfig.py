@@ -265,7 +265,18 @@ def _resolve(path: str | None, base_dir: str) -> str | None:
 def _parse_tls(raw: object, base_dir: str, problems: _Problems) -> TLSSettings | None:
     key = "tls_server_config"
     m = _mapping(raw, key, _TLS_KEYS, problems)
-    s = {k: _string(m.get(k), f"{key}.{k}", problems) for k in _TLS_KEYS if k in m}
+    string_keys = (
+        "cert",
+        "key",
+        "client_ca",
+        "cert_file",
+        "key_file",
+        "client_auth_type",
+        "client_ca_file",
+        "min_version",
+        "max_version",
+    )
+    s = {k: _string(m.get(k), f"{key}.{k}", problems) for k in string_keys if k in m}
     s = {k: v for k, v in s.items() if isinstance(v, str)}
     enabled_by = ("cert", "cert_file", "key", "key_file", "client_ca", "client_ca_file")
     if not any(s.get(k) for k in (*enabled_by, "client_auth_type")):
