@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from exporter import __version__
 from exporter.errors import (
     APIError,
     BadResponse,
@@ -386,6 +387,7 @@ class CloudStackClient:
                 # unsafe: keep the login cookies of hosts given by IP address as well
                 cookie_jar=aiohttp.CookieJar(unsafe=True),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
+                headers={"User-Agent": f"cloudstack-job-exporter/{__version__}"},
             )
         return self._session
 

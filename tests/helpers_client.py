@@ -90,6 +90,7 @@ class Seen:
     params: dict[str, str]  # query and form, decoded
     cookies: dict[str, str]
     at: float  # time.monotonic()
+    user_agent: str = ""
 
     @property
     def command(self) -> str:
@@ -161,7 +162,14 @@ class FakeCloud:
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         if request.method == "POST":
             params.update(parse_qsl((await request.read()).decode(), keep_blank_values=True))
-        seen = Seen(request.method, raw_query, params, dict(request.cookies), time.monotonic())
+        seen = Seen(
+            request.method,
+            raw_query,
+            params,
+            dict(request.cookies),
+            time.monotonic(),
+            request.headers.get("User-Agent", ""),
+        )
         self.seen.append(seen)
         if "apiKey" in params:
             problem = signature_problem(params, self.api_key, self.secret_key)

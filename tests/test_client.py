@@ -98,6 +98,7 @@ async def test_signed_request_verifies_on_the_server(servers: Start, clients: Ma
     assert result == {"count": 0}
     (seen,) = cloud.seen
     assert seen.method == "GET"
+    assert seen.user_agent.startswith("cloudstack-job-exporter/")
     # The fake answered 401 had the signature not verified; check the parts as well.
     assert seen.params["apiKey"] == API_KEY
     assert seen.params["signatureVersion"] == "3"
