@@ -518,22 +518,10 @@ def build_ssl_context(tls: TLSSettings) -> ssl.SSLContext:
         if path and not os.path.isfile(path):
             problems.add(f"{key}.{which}", f"cannot read {path}: no such file")
     if not problems.items:
-        with contextlib.ExitStack() as stack:
-            cert_path, key_path = tls.cert_file, tls.key_file
-            if tls.cert_pem or tls.key_pem:
-                # load_cert_chain reads only files: inline PEM goes through a private directory.
-                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="webcfg-"))
-                if tls.cert_pem:
-                    cert_path = _write_private(os.path.join(tmp, "cert.pem"), tls.cert_pem)
-                if tls.key_pem:
-                    key_path = _write_private(os.path.join(tmp, "key.pem"), tls.key_pem)
-            assert cert_path and key_path
-            try:
-                ctx.load_cert_chain(cert_path, key_path, password=_no_password)
-            except (ssl.SSLError, OSError) as exc:
-                problems.add(
-                    key, f"cannot load the certificate and key: {_describe_ssl_error(exc)}"
-                )
+        try:
+            _load_cert_chain(ctx, tls)
+        except (ssl.SSLError, OSError) as exc:
+            problems.add(key, f"cannot load the certificate and key: {_describe_ssl_error(exc)}")
 
     if tls.client_ca_file:
         try:
@@ -553,6 +541,20 @@ def build_ssl_context(tls: TLSSettings) -> ssl.SSLContext:
     if problems.items:
         raise WebConfigError(problems.items)
     return ctx
+
+
+def _load_cert_chain(ctx: ssl.SSLContext, tls: TLSSettings) -> None:
+    with contextlib.ExitStack() as stack:
+        cert_path, key_path = tls.cert_file, tls.key_file
+        if tls.cert_pem or tls.key_pem:
+            # load_cert_chain reads only files: inline PEM goes through a private directory.
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="webcfg-"))
+            if tls.cert_pem:
+                cert_path = _write_private(os.path.join(tmp, "cert.pem"), tls.cert_pem)
+            if tls.key_pem:
+                key_path = _write_private(os.path.join(tmp, "key.pem"), tls.key_pem)
+        assert cert_path and key_path
+        ctx.load_cert_chain(cert_path, key_path, password=_no_password)
 
 
 def _write_private(path: str, text: str) -> str:
@@ -692,8 +694,18 @@ class WebConfigHolder:
             self._refused = sig
             log.error("%s; keeping the previous web settings", exc)
             return False
+        except Exception:
+            # Runs inside requests and TLS handshakes: nothing may escape from here.
+            self._refused = sig
+            log.exception(
+                "web config %s: cannot be loaded; keeping the previous web settings", self.path
+            )
+            return False
+        old_files = self.config.tls.files() if self.config.tls else ()
         self.config, self._context = config, context
-        self._signature = self._current_signature()
+        new_files = config.tls.files() if config.tls else ()
+        # The stats taken before reading: a write during the read is seen at the next check.
+        self._signature = sig if new_files == old_files else self._current_signature()
         self._refused = None
         self._bucket = self._make_bucket()
         self._auth_ok.clear()
