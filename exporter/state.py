@@ -111,8 +111,12 @@ def validate(data: Any) -> None:
 
 
 def _set_aside(path: str, reason: str) -> None:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     aside = f"{path}.corrupt-{stamp}"
+    serial = 1
+    while os.path.lexists(aside):  # never overwrite an earlier corrupt file
+        serial += 1
+        aside = f"{path}.corrupt-{stamp}-{serial}"
     try:
         os.replace(path, aside)
     except OSError as exc:
