@@ -83,6 +83,7 @@ class Simulator:
         self._port = 0
         self._control_port: int | None = None
         self._outage_timer: asyncio.TimerHandle | None = None
+        self._closing = asyncio.Event()
 
     # -- the application -------------------------------------------------------------------
     def make_app(self) -> web.Application:
@@ -102,7 +103,11 @@ class Simulator:
             return _reset(request)
         latency, fault = self.faults.pick(command)
         if latency:
-            await asyncio.sleep(latency)
+            # Stopping the simulator ends the wait, so a 40 s delay never holds up shutdown.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), latency)
+            if self._closing.is_set():
+                return _reset(request)
         if fault is not None and fault.kind in ("reset", *faults.ANSWER_KINDS):
             counters.by_code["fault"] += 1
             return self._fault_answer(request, fault)
@@ -184,7 +189,10 @@ class Simulator:
     ) -> None:
         """Listen on host:port (0: any free port); control_port adds a control-only listener."""
         self._host = host
-        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        self._closing.clear()
+        self._runner = web.AppRunner(
+            self.make_app(), access_log=None, handle_signals=False, shutdown_timeout=5.0
+        )
         await self._runner.setup()
         self._api_site = web.TCPSite(self._runner, host, port)
         await self._api_site.start()
@@ -192,13 +200,16 @@ class Simulator:
         if control_port is not None:
             control_app = web.Application()
             control.add_routes(control_app, self)
-            self._control_runner = web.AppRunner(control_app, access_log=None, handle_signals=False)
+            self._control_runner = web.AppRunner(
+                control_app, access_log=None, handle_signals=False, shutdown_timeout=5.0
+            )
             await self._control_runner.setup()
             site = web.TCPSite(self._control_runner, host, control_port)
             await site.start()
             self._control_port = _bound_port(site)
 
     async def stop(self) -> None:
+        self._closing.set()
         await self.workload.stop()
         if self._outage_timer is not None:
             self._outage_timer.cancel()
