@@ -61,8 +61,10 @@ async def call(
         query = sign(query, creds.api_key, creds.secret_key, lifetime=lifetime)
     query.update(raw or {})
     async with aiohttp.ClientSession(cookies=cookies) as session:
-        kind = "params" if method == "GET" else "data"
-        async with session.request(method, sim.url, **{kind: query}) as resp:
+        get = method == "GET"
+        async with session.request(
+            method, sim.url, params=query if get else None, data=None if get else query
+        ) as resp:
             text = await resp.text()
             body = json.loads(text) if as_json and parse and text.startswith("{") else text
             return resp.status, resp.headers.get("Content-Type", ""), body
