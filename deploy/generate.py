@@ -531,7 +531,10 @@ def job_table_targets() -> list[dict[str, Any]]:
 def dashboard(s: Settings) -> dict[str, Any]:
     lay = Layout()
     rate = "$__rate_interval"
-    red_at_0 = [{"color": "red", "value": None}, {"color": "green", "value": 1}]
+    red_at_0: list[dict[str, Any]] = [
+        {"color": "red", "value": None},
+        {"color": "green", "value": 1},
+    ]
 
     lay.row("Health of the exporter and the CloudStack API")
     lay.add(
