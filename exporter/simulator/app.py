@@ -115,6 +115,8 @@ class Simulator:
         status, body, set_cookies = self._process(request, command, params)
         counters.by_code[str(status)] += 1
         if fault is not None and json_wanted:
+            if fault.kind == "xml":
+                return self._encode(status, body, json_wanted=False)
             if fault.kind == "truncated":
                 data = faults.truncate(to_json(body))
                 return web.Response(
@@ -171,13 +173,6 @@ class Simulator:
             return web.Response(status=fault.status, text=page, content_type="text/html")
         if fault.kind == "empty":
             return web.Response(status=200, body=b"", headers=self._json_headers())
-        if fault.kind == "xml":
-            body = {"listasyncjobsresponse": {"count": 0}}
-            return web.Response(
-                status=200,
-                body=to_xml(body, self.store.version),
-                headers={"Content-Type": XML_CONTENT_TYPE},
-            )
         # not_json: a 200 with a JSON content type and a body that is not JSON.
         return web.Response(
             status=200, body=b"Service temporarily unavailable", headers=self._json_headers()

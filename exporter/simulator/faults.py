@@ -16,9 +16,10 @@ from typing import Any
 # Faults that replace the exchange before the server does anything.
 TRANSPORT_KINDS = ("outage", "reset")
 # Faults that replace the answer with another one (the request is not processed).
-ANSWER_KINDS = ("http_error", "proxy_502", "empty", "xml", "not_json")
+ANSWER_KINDS = ("http_error", "proxy_502", "empty", "not_json")
 # Faults that process the request, then corrupt the real answer.
 CORRUPT_KINDS = (
+    "xml",  # the real answer, as XML: as if response=json had been dropped on the way
     "truncated",
     "jobstatus_abc",
     "created_yesterday",
