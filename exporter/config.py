@@ -64,6 +64,7 @@ _DURATION_RE = re.compile(
     r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
 )
 _DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
+_PARENT_RE = re.compile(r"(^[^.\[]+|\.[^.\[]*|\[\d+\])$")
 _NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
@@ -336,7 +337,7 @@ def parse_config(
     validator = _Validator(os.environ if environ is None else environ, base_dir)
     config = validator.config(data)
     if validator.problems:
-        raise ConfigError(validator.problems)
+        raise ConfigError(validator.in_document_order())
     return config
 
 
@@ -392,6 +393,8 @@ class _Validator:
         self.environ = environ
         self.base_dir = base_dir
         self.problems: list[str] = []
+        # key path -> (its index in document order, the index after its last descendant)
+        self.order: dict[str, tuple[int, int]] = {}
 
     def problem(self, path: str, text: str) -> None:
         self.problems.append(f"{path}: {text}")
@@ -399,14 +402,43 @@ class _Validator:
     # ---- expansion
 
     def expand(self, value: object, path: str) -> Any:
-        """Replaces ${VAR} in every string of the tree; unset variables become problems."""
+        """Replaces ${VAR} in every string of the tree; unset variables become problems.
+
+        Also records each key path's place in the document, see `in_document_order`.
+        """
+        start = len(self.order)
+        self.order[path] = (start, start)
         if isinstance(value, str):
             return self.expand_string(value, path)
         if isinstance(value, list):
-            return [self.expand(item, f"{path}[{i}]") for i, item in enumerate(value)]
-        if isinstance(value, dict):
-            return {key: self.expand(item, _join(path, str(key))) for key, item in value.items()}
-        return value
+            expanded: Any = [self.expand(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        elif isinstance(value, dict):
+            expanded = {k: self.expand(item, _join(path, str(k))) for k, item in value.items()}
+        else:
+            return value
+        self.order[path] = (start, len(self.order))
+        return expanded
+
+    def in_document_order(self) -> list[str]:
+        """The problems sorted by where their key is in the file (a stable sort).
+
+        Expansion problems are found before validation ones; sorting puts each where its key
+        is. A key that is absent (a required one) sorts at the end of its parent mapping.
+        """
+
+        def rank(problem: str) -> float:
+            path = problem.split(": ", 1)[0]
+            if path in self.order:
+                return self.order[path][0]
+            while True:
+                parent = _PARENT_RE.sub("", path)
+                if parent == path:
+                    return -1
+                path = parent
+                if path in self.order:
+                    return self.order[path][1] - 0.5
+
+        return sorted(self.problems, key=rank)
 
     def expand_string(self, text: str, path: str) -> Any:
         if "$" not in text:

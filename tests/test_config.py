@@ -251,9 +251,10 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
         "duration_buckets[2]: buckets must be strictly increasing (5 follows 5)",
         "clouds[1].url: must be an http(s) URL with a host "
         "(e.g. https://cloud.example.com/client/api)",
-        "clouds[1].secret_key: is required with api_key (or secret_key_file)",
         "clouds[1].discovery.listal: unknown key (did you mean listall?)",
         "clouds[1].page_size: must be at most 500, got 1000",
+        # An absent key's problem comes at the end of its mapping.
+        "clouds[1].secret_key: is required with api_key (or secret_key_file)",
     ]
 
 
@@ -724,11 +725,11 @@ def test_discovery_rules(tmp_path: Path) -> None:
         ),
     )
     assert found == [
-        "clouds[0].discovery.domain_id: is required with account "
-        "(an account name is unique only within a domain)",
         "clouds[0].discovery.include[0]: invalid regular expression: "
         "missing ), unterminated subpattern at position 0",
         "clouds[0].discovery.exclude: must be a list, not a string",
+        "clouds[0].discovery.domain_id: is required with account "
+        "(an account name is unique only within a domain)",
     ]
     assert problems(tmp_path, cloud_with("discovery: [x]")) == [
         "clouds[0].discovery: must be a mapping of keys, not a list"
