@@ -9,6 +9,7 @@ task with its own client, so a slow cloud never delays another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -100,7 +101,10 @@ class CloudPoller:
         if not d.enabled:
             return listed
         entries = await self.client.list_async_jobs(
-            listall=d.listall, account=d.account, domain_id=d.domain_id
+            listall=d.listall,
+            account=d.account,
+            domain_id=d.domain_id,
+            pagesize=self.cloud.page_size,
         )
         now = self._clock()
         for entry in entries:
@@ -216,10 +220,8 @@ class CloudPoller:
                 next_start += self.cloud.poll_interval
                 if next_start < loop.time():  # overran: skip missed slots, don't burst
                     next_start = loop.time()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_start - loop.time()))
-            except TimeoutError:
-                pass
 
 
 def describe(error: CloudStackError) -> str:

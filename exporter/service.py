@@ -75,9 +75,10 @@ class Service:
         self.renderer = Renderer(self.metrics, self._trackers, config.per_job_series)
         self.web_config: WebConfigHolder | None = None
         self._runner: Any = None
-        self._render_pending = False
+        self._render_task: asyncio.Task[None] | None = None
+        self._render_dirty = False
         self._save_task: asyncio.Task[None] | None = None
-        self._save_again = False
+        self._save_dirty = False
         self._restored: Mapping[str, Any] = {}
 
     def _trackers(self) -> Mapping[str, JobTracker]:
@@ -151,7 +152,7 @@ class Service:
         for cloud in clouds.values():
             cloud.stop.set()
         # A cycle waiting on a slow server is cancelled rather than awaited to its timeout.
-        done, pending = await asyncio.wait([c.task for c in clouds.values()], timeout=2.0)
+        _done, pending = await asyncio.wait([c.task for c in clouds.values()], timeout=2.0)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -159,8 +160,7 @@ class Service:
 
     async def stop(self) -> None:
         await self._stop_clouds()
-        if self._save_task is not None:
-            await asyncio.gather(self._save_task, return_exceptions=True)
+        await self.settle()
         await self.save_state()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -169,37 +169,42 @@ class Service:
     # -- after each poll cycle ---------------------------------------------------------------
 
     def _cycle_done(self, poller: CloudPoller) -> None:
-        # Several clouds finishing together cause one render, not one each.
-        if not self._render_pending:
-            self._render_pending = True
-            asyncio.get_running_loop().call_soon(self._render)
+        # Several clouds finishing together cause one render, not one each; the bytes are
+        # built in a thread so scrapes and other clouds' polls are not held up.
+        self._render_dirty = True
+        if self._render_task is None or self._render_task.done():
+            self._render_task = asyncio.create_task(self._render_loop())
         if self.config.state_file:
-            self._schedule_save()
+            self._save_dirty = True
+            if self._save_task is None or self._save_task.done():
+                self._save_task = asyncio.create_task(self._save_loop())
 
-    def _render(self) -> None:
-        self._render_pending = False
-        self.renderer.render()
-
-    def _schedule_save(self) -> None:
-        if self._save_task is not None and not self._save_task.done():
-            self._save_again = True
-            return
-        self._save_task = asyncio.create_task(self._save_loop())
+    async def _render_loop(self) -> None:
+        while self._render_dirty:
+            self._render_dirty = False
+            try:
+                await self.renderer.render_async()
+            except Exception:  # the last good bytes stay served
+                log.exception("rendering /metrics failed")
 
     async def _save_loop(self) -> None:
-        while True:
-            self._save_again = False
+        while self._save_dirty:
+            self._save_dirty = False
             await self.save_state()
-            if not self._save_again:
-                return
+
+    async def settle(self) -> None:
+        """Wait until what finished cycles changed is rendered and saved."""
+        for task in (self._render_task, self._save_task):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
 
     async def save_state(self) -> None:
         path = self.config.state_file
         if not path:
             return
-        data = {
-            "clouds": {name: t.to_state() for name, t in self.trackers.items()},
-        }
+        data = state_file.build(
+            {name: t.to_state() for name, t in self.trackers.items()}, time.time()
+        )
         try:
             await asyncio.to_thread(state_file.save, path, data)
         except OSError as exc:

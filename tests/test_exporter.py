@@ -1,0 +1,543 @@
+"""The exporter end to end: the real service, polling real simulators over HTTP, scraped over HTTP.
+
+Every expectation is checked against the simulator's own truth (its control API) or its
+request counters, never against the exporter's internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from exporter_harness import Exporter, Metrics, cloud_yaml, write_config
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+from simulator_fixtures import SimHandle
+
+from exporter.simulator import Directory, Simulator, SimulatorConfig
+from exporter.simulator.clock import parse_timezone
+
+pytest_plugins = ["simulator_fixtures"]
+
+STATUS_CODES = {"pending": 0, "succeeded": 1, "failed": 2, "cancelled": 3}
+
+
+def assert_job_matches_truth(metrics: Metrics, cloud: str, truth: dict) -> None:
+    """Every per-job series of one job equals what the simulator says about it."""
+    job_id = truth["jobid"]
+    status = metrics.find("cloudstack_async_job_status", cloud=cloud, job_id=job_id)
+    assert len(status) == 1, f"job {job_id}: {len(status)} status series"
+    labels, value = status[0]
+    assert value == truth["status"]
+    assert labels["cmd"] == truth["cmd"].rpartition(".")[2].removesuffix("ByAdmin")
+    assert labels["instance_type"] == (truth["instance_type"] or "")
+    code = metrics.value("cloudstack_async_job_result_code", cloud=cloud, job_id=job_id)
+    assert code == truth["result_code"]
+    proc = metrics.value("cloudstack_async_job_proc_status", cloud=cloud, job_id=job_id)
+    assert proc == truth["proc_status"]
+    created = metrics.value(
+        "cloudstack_async_job_created_timestamp_seconds", cloud=cloud, job_id=job_id
+    )
+    assert created == truth["created_unix"]
+    completed = metrics.value(
+        "cloudstack_async_job_completed_timestamp_seconds", cloud=cloud, job_id=job_id
+    )
+    if truth["status"] == 0:
+        assert completed is None
+    else:
+        assert completed == truth["completed_unix"]
+    info = metrics.find("cloudstack_async_job_info", cloud=cloud, job_id=job_id)
+    assert len(info) == 1
+    info_labels = info[0][0]
+    assert info_labels["cmd_class"] == truth["cmd"]
+    assert info_labels["account_id"] == truth["accountid"]
+    assert info_labels["user_id"] == truth["userid"]
+    assert info_labels["instance_id"] == (truth["instance_id"] or "")
+    result = truth["result"]
+    expected_error = ""
+    if truth["status"] in (2, 3) and isinstance(result, dict):
+        expected_error = str(result.get("errortext", ""))[:256]
+    assert info_labels["error"] == expected_error
+    assert info_labels["result_type"] == (truth["result_type"] or "")
+
+
+async def truth_with_unix(sim: SimHandle, job_id: str) -> dict:
+    """The simulator's truth for a job, with its dates as the API shows them, in Unix seconds."""
+    from exporter.jobs import parse_date
+
+    truth = await sim.job(job_id)
+    assert truth is not None
+    truth["created_unix"] = parse_date(truth["created_text"])
+    if truth["completed_text"]:
+        truth["completed_unix"] = parse_date(truth["completed_text"])
+    return truth
+
+
+@pytest.fixture
+async def second_simulator() -> object:
+    import aiohttp
+    from simulator_fixtures import SimHandle as Handle
+
+    sim = Simulator(
+        SimulatorConfig(directory=Directory(), timezone=parse_timezone("+0530"), seed=11)
+    )
+    await sim.start("127.0.0.1", 0, control_port=0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Handle(sim, session)
+    finally:
+        await sim.stop()
+
+
+async def test_discovers_pending_jobs_and_exports_them_as_the_server_reports(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    ids = await simulator.create_jobs(3, cmd="DeployVMCmd", instance_type="VirtualMachine")
+    ids += await simulator.create_jobs(2, cmd="CreateSnapshotCmd", account="ops")
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        await simulator.set_procstatus(ids[0], 3)
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert metrics.job_ids("a") == set(ids)
+        for job_id in ids:
+            assert_job_matches_truth(metrics, "a", await truth_with_unix(simulator, job_id))
+        assert (
+            metrics.value("cloudstack_async_jobs", cloud="a", cmd="DeployVMCmd", status="pending")
+            == 3
+        )
+        assert (
+            metrics.value(
+                "cloudstack_async_jobs", cloud="a", cmd="CreateSnapshotCmd", status="pending"
+            )
+            == 2
+        )
+        assert metrics.value("cloudstack_up", cloud="a") == 1
+        assert metrics.value("cloudstack_exporter_tracked_jobs", cloud="a") == 5
+        oldest = metrics.value(
+            "cloudstack_async_jobs_oldest_pending_age_seconds", cloud="a", cmd="DeployVMCmd"
+        )
+        assert oldest is not None and 0 <= oldest < 60
+        status, _, _ = await exporter.get("/-/ready")
+        assert status == 200
+
+
+async def test_every_final_shape_is_exported_and_observed_exactly_once(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    shapes = {
+        "success": {},
+        "failure": {"result_code": 533, "errortext": 'Insufficient capacity "zone-1"'},
+        "restart": {},
+        "queue_cancel": {},
+        "cancelled": {},
+    }
+    ids = await simulator.create_jobs(len(shapes), cmd="StartVMCmd", created_ago=30)
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        for job_id, (shape, spec) in zip(ids, shapes.items(), strict=True):
+            await simulator.finish(job_id, shape, **spec)
+        await simulator.reset_counters()
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        for job_id in ids:
+            assert_job_matches_truth(metrics, "a", await truth_with_unix(simulator, job_id))
+        # One query per job that left the list, nothing else but the list.
+        counters = await simulator.counters()
+        assert counters["by_command"] == {"listAsyncJobs": 1, "queryAsyncJobResult": 5}
+
+        failed = metrics.find("cloudstack_async_job_info", job_id=ids[1])[0][0]
+        assert failed["error"] == 'Insufficient capacity "zone-1"'
+        assert (
+            metrics.value(
+                "cloudstack_async_jobs_finished_total",
+                cloud="a",
+                cmd="StartVMCmd",
+                status="failed",
+                result_code="533",
+            )
+            == 1
+        )
+        assert (
+            metrics.value(
+                "cloudstack_async_jobs_finished_total",
+                cloud="a",
+                cmd="StartVMCmd",
+                status="failed",
+                result_code="530",
+            )
+            == 1
+        )
+        assert (
+            metrics.value(
+                "cloudstack_async_jobs_finished_total",
+                cloud="a",
+                cmd="StartVMCmd",
+                status="failed",
+                result_code="0",
+            )
+            == 1
+        )
+        assert (
+            metrics.value(
+                "cloudstack_async_jobs_finished_total",
+                cloud="a",
+                cmd="StartVMCmd",
+                status="cancelled",
+                result_code="0",
+            )
+            is not None
+        )
+        assert metrics.total("cloudstack_async_job_duration_seconds_count", cloud="a") == 5
+        durations = metrics.total("cloudstack_async_job_duration_seconds_sum", cloud="a")
+        expected = 0.0
+        for job_id in ids:
+            truth = await truth_with_unix(simulator, job_id)
+            expected += truth["completed_unix"] - truth["created_unix"]
+        assert math.isclose(durations, expected)
+
+        # Final jobs are never queried again, and never observed again.
+        await simulator.reset_counters()
+        await exporter.cycle(3)
+        counters = await simulator.counters()
+        assert counters["by_command"] == {"listAsyncJobs": 3}
+        again = await exporter.metrics()
+        assert again.total("cloudstack_async_job_duration_seconds_count", cloud="a") == 5
+        assert again.total("cloudstack_async_jobs_finished_total", cloud="a") == 5
+
+
+async def test_history_before_start_is_not_observed_but_configured_jobs_are_shown(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    old = await simulator.create_jobs(1, cmd="StopVMCmd", created_ago=600)
+    await simulator.finish(old[0], "failure", result_code=530, errortext="boom")
+    jobs_file = tmp_path / "jobs.txt"
+    jobs_file.write_text(f"# watched by hand\n{old[0]}\n")
+    extra = f"jobs_file: {jobs_file}\n"
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator, extra=extra)])
+    async with Exporter(config) as exporter:
+        metrics = await exporter.metrics()
+        assert_job_matches_truth(metrics, "a", await truth_with_unix(simulator, old[0]))
+        assert metrics.total("cloudstack_async_job_duration_seconds_count") == 0
+        assert metrics.total("cloudstack_async_jobs_finished_total") == 0
+
+        # A job added to the file later is picked up without a restart.
+        later = await simulator.create_jobs(1, cmd="StartVMCmd")
+        jobs_file.write_text(f"{old[0]}\n{later[0]}\n")
+        await simulator.reset_counters()
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert later[0] in metrics.job_ids("a")
+        counters = await simulator.counters()
+        # Listed, so not queried; the old final job is not queried again either.
+        assert counters["by_command"] == {"listAsyncJobs": 1}
+
+
+async def test_configured_job_without_discovery_is_queried_until_final(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    ids = await simulator.create_jobs(1, cmd="MigrateVirtualMachineCmd")
+    extra = f"jobs: [{ids[0]}]\ndiscovery:\n  enabled: false\n"
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator, extra=extra)])
+    async with Exporter(config) as exporter:
+        await simulator.reset_counters()
+        await exporter.cycle(2)
+        assert (await simulator.counters())["by_command"] == {"queryAsyncJobResult": 2}
+        await simulator.finish(ids[0], "success")
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert_job_matches_truth(metrics, "a", await truth_with_unix(simulator, ids[0]))
+        assert metrics.total("cloudstack_async_job_duration_seconds_count") == 1
+        await simulator.reset_counters()
+        await exporter.cycle(2)
+        assert (await simulator.counters())["by_command"] == {}
+
+
+async def test_purged_job_is_dropped_and_counted(simulator: SimHandle, tmp_path: Path) -> None:
+    ids = await simulator.create_jobs(2, cmd="StopVMCmd", duration=None)
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        # Unfinished jobs older than job.expire are deleted outright: 431 on query.
+        await simulator.advance(2 * 86400)
+        await simulator.purge()
+        assert await simulator.job(ids[0]) is None
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert metrics.job_ids("a") == set()
+        assert (
+            metrics.value("cloudstack_exporter_jobs_dropped_total", cloud="a", reason="not_found")
+            == 2
+        )
+        assert metrics.value("cloudstack_up", cloud="a") == 1
+
+
+async def test_retention_and_cap(simulator: SimHandle, tmp_path: Path) -> None:
+    ids = await simulator.create_jobs(4, cmd="StopVMCmd")
+    top = "retention: 1h\nmax_tracked_jobs: 3\n"
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)], top=top)
+    async with Exporter(config) as exporter:
+        metrics = await exporter.metrics()
+        # Only pending jobs and no room: the newest is refused and counted.
+        assert len(metrics.job_ids("a")) == 3
+        assert (
+            metrics.value("cloudstack_exporter_jobs_dropped_total", cloud="a", reason="capacity")
+            == 1
+        )
+        # Finished jobs are evicted first, oldest finished first, to make room.
+        # (The cycle that learns of the finish has listed the pending jobs already, so the
+        # refused job gets in on the next one.)
+        await simulator.finish(ids[0], "success")
+        await exporter.cycle(2)
+        metrics = await exporter.metrics()
+        assert ids[3] in metrics.job_ids("a")
+        assert ids[0] not in metrics.job_ids("a")
+        assert metrics.value("cloudstack_exporter_tracked_jobs", cloud="a") == 3
+        assert (
+            metrics.value("cloudstack_exporter_jobs_dropped_total", cloud="a", reason="capacity")
+            == 2
+        )
+        # The evicted job was still observed once before it went.
+        assert metrics.total("cloudstack_async_job_duration_seconds_count") == 1
+
+    # Retention: a finished job's series leave `retention` after it finished.
+    top = "retention: 1s\n"
+    config = write_config(tmp_path / "d.yaml", [cloud_yaml("b", simulator)], top=top)
+    async with Exporter(config) as exporter:
+        await simulator.finish(ids[1], "success")
+        await exporter.cycle()
+        assert ids[1] in (await exporter.metrics()).job_ids("b")
+        import asyncio
+
+        await asyncio.sleep(1.2)
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert ids[1] not in metrics.job_ids("b")
+        assert (
+            metrics.value("cloudstack_exporter_jobs_dropped_total", cloud="b", reason="retention")
+            == 1
+        )
+
+
+async def test_restart_keeps_finished_jobs_and_observes_nothing_twice(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    config = write_config(
+        tmp_path / "c.yaml", [cloud_yaml("a", simulator)], top=f"state_file: {state}\n"
+    )
+    ids = await simulator.create_jobs(3, cmd="DeployVMCmd")
+    async with Exporter(config) as exporter:
+        await simulator.finish(ids[0], "success")
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert metrics.total("cloudstack_async_job_duration_seconds_count") == 1
+    assert state.exists()
+
+    # While the exporter is down one more job finishes: that completion is new to it.
+    await simulator.finish(ids[1], "failure", result_code=534, errortext="no host")
+    async with Exporter(config) as exporter:
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert metrics.job_ids("a") == set(ids)  # the finished one kept within retention
+        for job_id in ids:
+            assert_job_matches_truth(metrics, "a", await truth_with_unix(simulator, job_id))
+        # Only the job that finished during the downtime is observed by the new process.
+        assert metrics.total("cloudstack_async_job_duration_seconds_count") == 1
+        assert (
+            metrics.value(
+                "cloudstack_async_jobs_finished_total",
+                cloud="a",
+                cmd="DeployVMCmd",
+                status="failed",
+                result_code="534",
+            )
+            == 1
+        )
+        await exporter.cycle(2)
+        metrics = await exporter.metrics()
+        assert metrics.total("cloudstack_async_job_duration_seconds_count") == 1
+
+
+async def test_corrupt_state_file_is_set_aside(simulator: SimHandle, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"version": 1, "clouds": {"a": ')
+    config = write_config(
+        tmp_path / "c.yaml", [cloud_yaml("a", simulator)], top=f"state_file: {state}\n"
+    )
+    await simulator.create_jobs(1)
+    async with Exporter(config) as exporter:
+        assert len((await exporter.metrics()).job_ids("a")) == 1
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("state.json.corrupt")]
+    assert len(aside) == 1
+
+
+async def test_outage_keeps_data_and_recovers(simulator: SimHandle, tmp_path: Path) -> None:
+    ids = await simulator.create_jobs(2, cmd="StopVMCmd")
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        await simulator.add_fault("outage")
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert metrics.value("cloudstack_up", cloud="a") == 0
+        assert metrics.job_ids("a") == set(ids)  # last good data still served
+        last_ok = metrics.value(
+            "cloudstack_exporter_last_successful_poll_timestamp_seconds", cloud="a"
+        )
+        assert (
+            metrics.value(
+                "cloudstack_api_requests_total", cloud="a", command="listAsyncJobs", code="error"
+            )
+            == 1
+        )
+        await simulator.clear_faults()
+        await simulator.finish(ids[0], "success")
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert metrics.value("cloudstack_up", cloud="a") == 1
+        assert_job_matches_truth(metrics, "a", await truth_with_unix(simulator, ids[0]))
+        assert metrics.value(
+            "cloudstack_exporter_last_successful_poll_timestamp_seconds", cloud="a"
+        ) > (last_ok or 0)
+
+
+async def test_one_cloud_down_does_not_affect_another(
+    simulator: SimHandle, second_simulator: SimHandle, tmp_path: Path
+) -> None:
+    a = await simulator.create_jobs(1)
+    b = await second_simulator.create_jobs(1)
+    config = write_config(
+        tmp_path / "c.yaml", [cloud_yaml("a", simulator), cloud_yaml("b", second_simulator)]
+    )
+    async with Exporter(config) as exporter:
+        await simulator.add_fault("http_error", status=502)
+        await second_simulator.finish(b[0], "success")
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert metrics.value("cloudstack_up", cloud="a") == 0
+        assert metrics.value("cloudstack_up", cloud="b") == 1
+        assert metrics.job_ids("a") == set(a)
+        assert_job_matches_truth(metrics, "b", await truth_with_unix(second_simulator, b[0]))
+
+
+async def test_quiet_steady_state_costs_only_list_pages(
+    simulator: SimHandle, second_simulator: SimHandle, tmp_path: Path
+) -> None:
+    await simulator.create_jobs(1200, cmd="DeployVMCmd")
+    await second_simulator.create_jobs(1200, cmd="StopVMCmd")
+    config = write_config(
+        tmp_path / "c.yaml", [cloud_yaml("a", simulator), cloud_yaml("b", second_simulator)]
+    )
+    async with Exporter(config) as exporter:
+        for sim in (simulator, second_simulator):
+            await sim.reset_counters()
+        await exporter.cycle(3)
+        for sim in (simulator, second_simulator):
+            counters = await sim.counters()
+            # ceil(1200 / 500) = 3 pages a cycle, and not one queryAsyncJobResult.
+            assert counters["by_command"] == {"listAsyncJobs": 9}
+        metrics = await exporter.metrics()
+        assert len(metrics.job_ids("a")) == 1200
+        assert len(metrics.job_ids("b")) == 1200
+        assert (
+            metrics.value("cloudstack_async_jobs", cloud="a", cmd="DeployVMCmd", status="pending")
+            == 1200
+        )
+
+
+async def test_internal_and_pseudo_jobs_are_skipped_by_default(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    api = await simulator.create_jobs(1, cmd="MigrateVolumeCmd")
+    await simulator.create_jobs(1, cmd="com.cloud.vm.VmWorkMigrateVolume")
+    await simulator.create_jobs(1, pseudo=True)
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        assert (await exporter.metrics()).job_ids("a") == set(api)
+
+
+async def test_per_job_series_can_be_switched_off(simulator: SimHandle, tmp_path: Path) -> None:
+    await simulator.create_jobs(2, cmd="DeployVMCmd")
+    top = "per_job_series: false\n"
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)], top=top)
+    async with Exporter(config) as exporter:
+        metrics = await exporter.metrics()
+        assert metrics.job_ids() == set()
+        assert "cloudstack_async_job_info" not in metrics.families
+        assert (
+            metrics.value("cloudstack_async_jobs", cloud="a", cmd="DeployVMCmd", status="pending")
+            == 2
+        )
+
+
+async def test_malformed_entries_are_skipped_and_counted(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    ids = await simulator.create_jobs(3)
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        await simulator.add_fault("jobstatus_abc", commands=["listAsyncJobs"], count=1)
+        await simulator.reset_counters()
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert metrics.value("cloudstack_exporter_malformed_jobs_total", cloud="a") >= 1
+        assert metrics.job_ids("a") == set(ids)  # the others are not poisoned
+        assert "queryAsyncJobResult" not in (await simulator.counters())["by_command"]
+
+
+async def test_debug_logs_never_contain_secrets(
+    simulator: SimHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ids = await simulator.create_jobs(2)
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        await simulator.finish(ids[0], "failure", result_code=530, errortext="x")
+        await simulator.add_fault("http_error", status=401, count=1)
+        await exporter.cycle(2)
+        await simulator.revoke_key(api_key=simulator.admin.api_key)
+        await exporter.cycle()
+        assert (await exporter.metrics()).value("cloudstack_up", cloud="a") == 0
+    text = "\n".join(
+        r.getMessage() + " " + " ".join(str(v) for v in r.__dict__.values()) for r in caplog.records
+    )
+    assert simulator.admin.api_key not in text
+    assert simulator.admin.secret_key not in text
+    assert "signature=" not in text.lower()
+
+
+async def test_promtool_check_metrics_is_silent_on_real_output(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is required under CI=true (Debian package prometheus)")
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    ids = await simulator.create_jobs(3, cmd="DeployVMCmd", instance_type="VirtualMachine")
+    await simulator.create_jobs(1, cmd="CreateSnapshotCmd", account="ops")
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        await simulator.finish(ids[0], "failure", result_code=533, errortext='a "quoted"\nline')
+        await simulator.finish(ids[1], "success")
+        await exporter.cycle()
+        status, _, body = await exporter.get("/metrics", Accept="text/plain")
+        assert status == 200
+        result = subprocess.run(
+            [promtool, "check", "metrics"], input=body, capture_output=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout.decode() + result.stderr.decode() == ""
+
+        # promtool reads only the text format; the OpenMetrics variant must parse as such,
+        # with the same families.
+        status, headers, om = await exporter.get(
+            "/metrics", Accept="application/openmetrics-text; version=1.0.0"
+        )
+        assert headers["Content-Type"].startswith("application/openmetrics-text")
+        families = {f.name for f in parse_om(om.decode())}
+        text_families = set(Metrics(body.decode()).families)
+        assert {f.removesuffix("_total") for f in text_families} <= families | text_families
