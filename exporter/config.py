@@ -26,8 +26,6 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from exporter.jobs import is_api_job
-
 DEFAULT_POLL_INTERVAL = 15.0
 DEFAULT_RETENTION = 3600.0
 DEFAULT_MAX_TRACKED_JOBS = 100_000
@@ -106,26 +104,10 @@ class DiscoveryConfig:
     listall: bool = True
     account: str | None = None
     domain_id: str | None = None
-    include: tuple[str, ...] = ()  # regular expressions searched in the cmd class; () = all
+    # Regular expressions searched (re.search) in the job's full cmd class name; () = all.
+    include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     include_internal: bool = False  # pseudo jobs (no cmd) and com.cloud.vm.VmWork* jobs
-    _include_re: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
-    _exclude_re: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_include_re", tuple(re.compile(p) for p in self.include))
-        object.__setattr__(self, "_exclude_re", tuple(re.compile(p) for p in self.exclude))
-
-    def wants(self, cmd_class: str) -> bool:
-        """Whether a discovered job with this `cmd` class (full Java name, "" if none) is tracked.
-
-        Internal jobs are skipped first (unless include_internal), then include, then exclude.
-        """
-        if not self.include_internal and not is_api_job(cmd_class):
-            return False
-        if self._include_re and not any(p.search(cmd_class) for p in self._include_re):
-            return False
-        return not any(p.search(cmd_class) for p in self._exclude_re)
 
 
 @dataclass(frozen=True, slots=True)

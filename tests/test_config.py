@@ -749,28 +749,6 @@ def test_a_cloud_with_nothing_to_track_is_refused(tmp_path: Path) -> None:
     assert config.clouds[0].discovery.enabled is False
 
 
-START_VM = "org.apache.cloudstack.api.command.admin.vm.StartVMCmdByAdmin"
-DESTROY_VM = "org.apache.cloudstack.api.command.user.vm.DestroyVMCmd"
-SNAPSHOT = "org.apache.cloudstack.api.command.user.snapshot.CreateSnapshotCmd"
-VM_WORK = "com.cloud.vm.VmWorkMigrateVolume"
-
-
-def test_discovery_filter_skips_internal_jobs_by_default() -> None:
-    default = DiscoveryConfig()
-    assert default.wants(START_VM) and default.wants(SNAPSHOT)
-    assert not default.wants(VM_WORK)
-    assert not default.wants("")  # pseudo jobs have no cmd
-    internal = DiscoveryConfig(include_internal=True)
-    assert internal.wants(VM_WORK) and internal.wants("")
-
-
-def test_discovery_include_and_exclude() -> None:
-    only_vms = DiscoveryConfig(include=(r"\.vm\.",), exclude=("Destroy",))
-    assert only_vms.wants(START_VM)
-    assert not only_vms.wants(DESTROY_VM)
-    assert not only_vms.wants(SNAPSHOT)
-
-
 # --------------------------------------------------------------------------- TLS
 
 
