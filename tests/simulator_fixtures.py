@@ -2,8 +2,10 @@
 
 Use them from a test module with
 
+    pytest.register_assert_rewrite("simulator_fixtures")  # before the import: no pytest warning
+    from simulator_fixtures import Credentials, SimHandle  # noqa: E402  (types and helpers)
+
     pytest_plugins = ["simulator_fixtures"]
-    from simulator_fixtures import Credentials, SimHandle   # for type hints and helpers
 
 Fixtures
 - `simulator` (async, per test): a Simulator started in-process on 127.0.0.1 with ephemeral ports:
