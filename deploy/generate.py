@@ -621,25 +621,43 @@ def dashboard(s: Settings) -> dict[str, Any]:
     )
     lay.add(
         timeseries(
-            "Poll duration and dropped jobs",
+            "Poll duration",
             [
                 target(
                     f"cloudstack_exporter_poll_duration_seconds{{{SEL}}}",
-                    "poll duration {{cloud}}",
-                ),
+                    "{{cloud}}",
+                )
+            ],
+            unit="s",
+            description="Duration of the last poll cycle; when it nears the poll interval, "
+            "polls fall behind.",
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Jobs dropped or malformed",
+            [
                 target(
                     "sum by (cloud, reason) "
                     f"(increase(cloudstack_exporter_jobs_dropped_total{{{SEL}}}[{rate}]))",
                     "dropped {{cloud}} {{reason}}",
+                ),
+                target(
+                    "sum by (cloud) "
+                    f"(increase(cloudstack_exporter_malformed_jobs_total{{{SEL}}}[{rate}]))",
+                    "malformed {{cloud}}",
                     ref="B",
                 ),
             ],
-            unit="s",
-            description="Dropped jobs are counts (right-hand values); `capacity` means the "
-            "tracking cap was reached.",
+            description="`capacity`: the tracking cap was reached; `retention`: finished jobs "
+            "aged out (normal); `not_found`: CloudStack no longer knows the job (purged). "
+            "Malformed: job objects the exporter could not read.",
+            draw="bars",
         ),
-        8,
-        8,
+        24,
+        6,
     )
 
     lay.row("Jobs")
