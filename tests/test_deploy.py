@@ -496,6 +496,9 @@ def test_deployment_is_hardened_and_wired() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
     assert by_kind("ConfigMap")["metadata"]["name"] == volumes["config"]["configMap"]["name"]
+    config_file = next(a for a in container["args"] if a.startswith("--config.file="))
+    directory, key = config_file.split("=", 1)[1].rsplit("/", 1)
+    assert mounts[directory] is volumes["config"] and key in by_kind("ConfigMap")["data"]
     assert by_kind("Secret")["metadata"]["name"] == volumes["credentials"]["secret"]["secretName"]
     claim = by_kind("PersistentVolumeClaim")["metadata"]["name"]
     assert mounts["/var/lib/cloudstack-job-exporter"]["persistentVolumeClaim"]["claimName"] == claim
