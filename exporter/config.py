@@ -229,6 +229,15 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+# Aliases can make a small file a huge or endless (recursive) tree.
+_MAX_VALUES = 100_000
+_MAX_DEPTH = 20
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class _Invalid:
     """Stands for a value whose problem is already reported, so it is not reported again."""
 
@@ -317,7 +326,15 @@ def parse_config(
 ) -> Config:
     """Validate an already loaded YAML document; raises ConfigError with every problem."""
     validator = _Validator(os.environ if environ is None else environ, base_dir)
-    config = validator.config(data)
+    try:
+        config = validator.config(data)
+    except _TooLarge:
+        raise ConfigError(
+            [
+                f"(top level): more than {_MAX_VALUES} values or {_MAX_DEPTH} levels deep "
+                "(a recursive YAML alias?)"
+            ]
+        ) from None
     if validator.problems:
         raise ConfigError(validator.in_document_order())
     return config
@@ -389,6 +406,8 @@ class _Validator:
         Also records each key path's place in the document, see `in_document_order`.
         """
         start = len(self.order)
+        if start > _MAX_VALUES or path.count(".") + path.count("[") > _MAX_DEPTH:
+            raise _TooLarge
         self.order[path] = (start, start)
         if isinstance(value, str):
             return self.expand_string(value, path)

@@ -346,6 +346,23 @@ def test_python_tags_are_refused(tmp_path: Path) -> None:
     assert line.startswith(f"{path}:1:9: ")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "clouds: &loop [*loop]\n",
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, "
+                  f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+                  for i in range(8)),
+    ],
+    ids=["recursive", "billion-laughs"],
+)  # fmt: skip
+def test_recursive_or_exploding_aliases_are_refused(tmp_path: Path, text: str) -> None:
+    assert problems(tmp_path, text) == [
+        "(top level): more than 100000 values or 20 levels deep (a recursive YAML alias?)"
+    ]
+
+
 def test_parse_config_rejects_a_non_mapping_document() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config([1, 2], environ={})
