@@ -21,8 +21,8 @@ test: lint typecheck
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests benchmarks
-	$(BIN)/ruff format --check exporter tests benchmarks
+	$(BIN)/ruff check exporter tests benchmarks deploy
+	$(BIN)/ruff format --check exporter tests benchmarks deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -221,6 +221,9 @@ class Service:
                 extra={"problems": "; ".join(exc.problems)},
             )
             return False
+        from exporter.cli import register_secrets
+
+        register_secrets(config)  # new keys are masked in logs like the first ones
         if config.duration_buckets != self.config.duration_buckets:
             log.warning("duration_buckets changes take effect after a restart")
         await self._stop_clouds()
