@@ -40,7 +40,7 @@ class CycleResult:
     listed: int = 0
     queried: int = 0
     malformed: int = 0
-    skipped: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # by reason
     not_found: int = 0
     error: CloudStackError | None = None
     errors: list[str] = field(default_factory=list)
@@ -87,6 +87,8 @@ class CloudPoller:
         self.tracker.expire(now)
         if result.malformed:
             self.metrics.malformed(result.malformed)
+        for reason, count in result.skipped.items():
+            self.metrics.skipped(reason, count)
         self.metrics.tracked(self.tracker.size)
         self.metrics.poll_finished(result.ok, time.monotonic() - started, now)
         self.cycles += 1
@@ -123,10 +125,11 @@ class CloudPoller:
                     )
                 continue
             listed.add(job.job_id)
-            if job.job_id in configured or self._filter.accepts(job.cmd_class):
+            reason = self._filter.rejection(job.cmd_class)
+            if reason is None or job.job_id in configured:
                 self.tracker.apply(job, now)
             else:
-                result.skipped += 1
+                result.skipped[reason] = result.skipped.get(reason, 0) + 1
         result.listed = len(listed)
         return listed
 

@@ -96,19 +96,30 @@ class CommandFilter:
         self._include = [re.compile(p) for p in include]
         self._exclude = [re.compile(p) for p in exclude]
         self._include_internal = include_internal
-        self._cache: dict[str, bool] = {}  # a cloud has a few hundred command classes at most
+        self._cache: dict[str, str | None] = {}  # a cloud has a few hundred command classes at most
 
     def accepts(self, cmd_class: str) -> bool:
-        verdict = self._cache.get(cmd_class)
-        if verdict is None:
-            verdict = self._decide(cmd_class)
-            if len(self._cache) < 10_000:
-                self._cache[cmd_class] = verdict
+        return self.rejection(cmd_class) is None
+
+    def rejection(self, cmd_class: str) -> str | None:
+        """Why discovery leaves this job out ("pseudo", "internal", "filtered"), or None."""
+        try:
+            return self._cache[cmd_class]
+        except KeyError:
+            pass
+        verdict = self._decide(cmd_class)
+        if len(self._cache) < 10_000:
+            self._cache[cmd_class] = verdict
         return verdict
 
-    def _decide(self, cmd_class: str) -> bool:
-        if not self._include_internal and not is_api_job(cmd_class):
-            return False
+    def _decide(self, cmd_class: str) -> str | None:
+        if not self._include_internal:
+            if not cmd_class:
+                return "pseudo"
+            if not is_api_job(cmd_class):
+                return "internal"
         if self._include and not any(p.search(cmd_class) for p in self._include):
-            return False
-        return not any(p.search(cmd_class) for p in self._exclude)
+            return "filtered"
+        if any(p.search(cmd_class) for p in self._exclude):
+            return "filtered"
+        return None

@@ -456,7 +456,13 @@ async def test_internal_and_pseudo_jobs_are_skipped_by_default(
     await simulator.create_jobs(1, pseudo=True)
     config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
     async with Exporter(config) as exporter:
-        assert (await exporter.metrics()).job_ids("a") == set(api)
+        metrics = await exporter.metrics()
+        assert metrics.job_ids("a") == set(api)
+        for reason in ("internal", "pseudo"):
+            skipped = metrics.value(
+                "cloudstack_exporter_jobs_skipped_total", cloud="a", reason=reason
+            )
+            assert skipped == 1
 
 
 async def test_per_job_series_can_be_switched_off(simulator: SimHandle, tmp_path: Path) -> None:
