@@ -159,15 +159,16 @@ def _family_lines(index: int, name: str, views: Iterable[TrackerView]) -> str:
     return "".join(out)
 
 
-def render_per_job(views: Iterable[TrackerView]) -> bytes:
-    """The per-job families for a set of trackers, valid in both text formats."""
+def render_per_job(views: Iterable[TrackerView]) -> list[bytes]:
+    """The per-job families for a set of trackers, valid in both text formats, one bytes
+    object per family (joined once, into the final body, to avoid another full copy)."""
     views = list(views)
     parts: list[bytes] = []
     for index, (name, help_text) in enumerate(PER_JOB_FAMILIES):
         header = f"# HELP {name} {escape_help(help_text)}\n# TYPE {name} gauge\n"
         # Encoding one family at a time keeps the transient copy small.
         parts.append((header + _family_lines(index, name, views)).encode("utf-8"))
-    return b"".join(parts)
+    return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,8 +295,8 @@ class Renderer:
             registry_om = self.metrics.generate(openmetrics=True)
         finally:
             self._pinned.summaries = None
-        per_job = render_per_job(snapshot.views) if snapshot.per_job_series else b""
-        rendered = Rendered(registry_text + per_job, len(registry_text), registry_om)
+        per_job = render_per_job(snapshot.views) if snapshot.per_job_series else []
+        rendered = Rendered(b"".join([registry_text, *per_job]), len(registry_text), registry_om)
         for openmetrics, gzip in list(self._wanted):
             rendered.variant(openmetrics, gzip)
         return snapshot.sequence, rendered
