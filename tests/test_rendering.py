@@ -9,6 +9,8 @@ import subprocess
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.parser import (
@@ -410,3 +412,25 @@ def test_promtool_check_metrics_is_silent(setup: Setup) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == b"" and result.stderr == b""
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_any_label_text_round_trips(text: str) -> None:
+    s = Setup()
+    s.add(
+        "prod",
+        raw_job(
+            "j",
+            2,
+            jobresultcode=530,
+            jobinstancetype=text,
+            jobresult={"errorcode": 530, "errortext": text},
+            completed=iso(T0 + 1),
+        ),
+    )
+    s.renderer.render()
+    for body, om in ((s.text(), False), (s.openmetrics(), True)):
+        (info,) = samples(body, openmetrics=om)["cloudstack_async_job_info"]
+        assert info.labels["instance_type"] == text
+        assert info.labels["error"] == text[:256]
