@@ -1,0 +1,94 @@
+"""The README's promises: its metrics table is what the exporter serves, its PromQL parses."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from exporter_harness import Exporter, cloud_yaml, write_config
+from simulator_fixtures import SimHandle
+
+pytest_plugins = ["simulator_fixtures"]
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_table() -> dict[str, tuple[str, set[str]]]:
+    text = README.read_text()
+    start = text.index("<!-- metrics-table")
+    end = text.index("<!-- end of metrics-table -->")
+    rows: dict[str, tuple[str, set[str]]] = {}
+    for line in text[start:end].splitlines():
+        match = re.match(r"\| `([a-z_]+)` \| (\w+) \| ([^|]*) \|", line)
+        if match:
+            name, kind, labels = match.groups()
+            rows[name] = (kind, {label.strip() for label in labels.split(",") if label.strip()})
+    return rows
+
+
+def served_families(text: str) -> dict[str, tuple[str, set[str]]]:
+    """name -> (type, label names) from the text format, named as users query them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, tuple[str, set[str]]] = {}
+    for family in text_string_to_metric_families(text):
+        labels = {k for s in family.samples for k in s.labels if k != "le"}
+        name = family.name + "_total" if family.type == "counter" else family.name
+        families[name] = (family.type, labels)
+    return families
+
+
+async def test_metrics_table_matches_what_is_served(simulator: SimHandle, tmp_path: Path) -> None:
+    ids = await simulator.create_jobs(3, cmd="DeployVMCmd", instance_type="VirtualMachine")
+    await simulator.create_jobs(1, pseudo=True)
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        await simulator.finish(ids[0], "failure", result_code=533, errortext="no capacity")
+        await simulator.add_fault("jobstatus_abc", commands=["listAsyncJobs"], count=1)
+        await exporter.cycle()
+        _, _, body = await exporter.get("/metrics")
+    served = served_families(body.decode())
+    documented = readme_table()
+    assert set(documented) == set(served), (
+        f"missing from README: {sorted(set(served) - set(documented))}; "
+        f"not served: {sorted(set(documented) - set(served))}"
+    )
+    for name, (kind, labels) in documented.items():
+        assert served[name] == (kind, labels), name
+
+
+def test_readme_promql_parses(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is required under CI=true (Debian package prometheus)")
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    blocks = re.findall(r"```promql\n(.*?)```", README.read_text(), flags=re.S)
+    expressions = [
+        " ".join(chunk.split())
+        for block in blocks
+        for chunk in re.split(r"\n\s*\n|\n(?=\S)", block)
+        if chunk.strip()
+    ]
+    assert len(expressions) >= 8
+    rules = {
+        "groups": [
+            {
+                "name": "readme",
+                "rules": [
+                    {"record": f"readme:expr{i}", "expr": e} for i, e in enumerate(expressions)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "readme.rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
