@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LINTED := exporter tests deploy $(wildcard benchmarks)
 
 .PHONY: demo test lint typecheck check bench simulator clean
 
@@ -21,8 +22,8 @@ test: lint typecheck
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests benchmarks deploy
-	$(BIN)/ruff format --check exporter tests benchmarks deploy
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
