@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from exporter.errors import CloudStackError, JobNotFound, PermissionDenied
-from exporter.jobs import MalformedJob, parse_job
+from exporter.errors import CloudStackError, JobNotFound, PermissionDenied, Throttled
+from exporter.jobs import Job, MalformedJob, parse_job
 from exporter.sources import CommandFilter, JobIdSource
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 300.0
+_NUMBER = re.compile(r"\d+")
 
 
 @dataclass
@@ -40,6 +42,7 @@ class CycleResult:
     listed: int = 0
     queried: int = 0
     malformed: int = 0
+    malformed_problem: str = ""  # the first malformed entry's problem, for the log
     skipped: dict[str, int] = field(default_factory=dict)  # by reason
     not_found: int = 0
     error: CloudStackError | None = None
@@ -68,7 +71,9 @@ class CloudPoller:
         self._filter = CommandFilter(d.include, d.exclude, include_internal=d.include_internal)
         self.cycles = 0  # completed cycles, successful or not: readiness reads it
         self.failures = 0  # consecutive failed cycles: drives the back-off
-        self._last_problem = ""
+        self._last_problem = ""  # the failure last logged, "" while polls succeed
+        self._last_malformed = ""  # the malformed-entry problem last logged
+        self._not_before = 0.0  # monotonic time a 429 asked us to wait until
 
     # -- one cycle ---------------------------------------------------------------------------
 
@@ -111,18 +116,14 @@ class CloudPoller:
         now = self._clock()
         for entry in entries:
             try:
-                job = parse_job(entry)
+                job = _parse(entry)
             except MalformedJob as exc:
                 result.malformed += 1
+                result.malformed_problem = result.malformed_problem or str(exc)
                 job_id = entry.get("jobid") if isinstance(entry, dict) else None
                 if isinstance(job_id, str):
                     # Still pending by the list's word: no reason to query it.
                     listed.add(job_id)
-                if result.malformed == 1:
-                    log.debug(
-                        "skipping malformed job entry",
-                        extra={"cloud": self.cloud.name, "problem": str(exc)},
-                    )
                 continue
             listed.add(job.job_id)
             reason = self._filter.rejection(job.cmd_class)
@@ -170,19 +171,23 @@ class CloudPoller:
 
     def _apply_queried(self, job_id: str, raw: dict[str, Any], result: CycleResult) -> None:
         try:
-            job = parse_job(raw)
-        except MalformedJob:
+            job = _parse(raw)
+        except MalformedJob as exc:
             result.malformed += 1
+            result.malformed_problem = result.malformed_problem or str(exc)
             return
         if job.job_id != job_id:
             # A server (or proxy) answering for another job must not corrupt this one.
             result.malformed += 1
+            result.malformed_problem = result.malformed_problem or "answer for another job"
             return
         self.tracker.apply(job, self._clock())
 
     def _log(self, result: CycleResult) -> None:
         """One line per distinct failure, one when it recovers; nothing per quiet cycle."""
+        self._log_malformed(result)
         if result.ok:
+            self._not_before = 0.0
             if self._last_problem:
                 log.info("cloud recovered", extra={"cloud": self.cloud.name})
                 self._last_problem = ""
@@ -190,12 +195,37 @@ class CloudPoller:
                 log.warning(problem, extra={"cloud": self.cloud.name})
             return
         assert result.error is not None
-        problem = describe(result.error)
-        if problem != self._last_problem:
-            log.error("poll failed: " + problem, extra={"cloud": self.cloud.name})
-            self._last_problem = problem
+        self._not_before = 0.0
+        if isinstance(result.error, Throttled):
+            self._not_before = time.monotonic() + result.error.retry_after
+        error = result.error
+        line = "poll failed: " + describe(error)
+        self._log_failure(line, f"{type(error).__name__} {error.command} {error.code}")
+
+    def _log_failure(self, line: str, kind: str = "", crashed: bool = False) -> None:
+        # Counts, byte sizes and waits in the text differ from one repeat to the next; the
+        # failure (its type, command and status code: `kind`) does not.
+        key = kind + " " + _NUMBER.sub("N", line)
+        if key != self._last_problem:
+            log.error(line, exc_info=crashed, extra={"cloud": self.cloud.name})
+            self._last_problem = key
         else:
-            log.debug("poll failed again: " + problem, extra={"cloud": self.cloud.name})
+            log.debug(line, extra={"cloud": self.cloud.name})
+
+    def _log_malformed(self, result: CycleResult) -> None:
+        if not result.malformed:
+            if self._last_malformed and result.ok:
+                log.info("no more malformed job entries", extra={"cloud": self.cloud.name})
+                self._last_malformed = ""
+            return
+        key = _NUMBER.sub("N", result.malformed_problem)
+        if key != self._last_malformed:
+            log.warning(
+                "skipping malformed job entries (counted in "
+                f"cloudstack_exporter_malformed_jobs_total): {result.malformed_problem[:200]}",
+                extra={"cloud": self.cloud.name, "entries": result.malformed},
+            )
+            self._last_malformed = key
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -205,7 +235,9 @@ class CloudPoller:
         if self.failures == 0:
             return interval
         base = min(interval * 2 ** (self.failures - 1), max(interval, MAX_BACKOFF))
-        return base * (rng or random).uniform(0.8, 1.2)
+        delay = base * (rng or random).uniform(0.8, 1.2)
+        # A server that named its wait (429 "retry after N ms") is not asked sooner.
+        return max(delay, self._not_before - time.monotonic())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll on a fixed schedule (start to start) until `stop` is set."""
@@ -214,8 +246,8 @@ class CloudPoller:
         while not stop.is_set():
             try:
                 await self.poll_once()
-            except Exception:  # a bug must not end the cloud's polling for good
-                log.exception("poll cycle crashed", extra={"cloud": self.cloud.name})
+            except Exception as exc:  # a bug must not end the cloud's polling for good
+                self._log_failure(f"poll cycle crashed: {type(exc).__name__}", crashed=True)
                 self.failures += 1
             if self.failures:
                 next_start = loop.time() + self.next_delay()
@@ -227,12 +259,17 @@ class CloudPoller:
                 await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_start - loop.time()))
 
 
+def _parse(entry: Any) -> Job:
+    job = parse_job(entry)
+    if not job.cmd_class and isinstance(entry, dict) and "cmd" in entry and entry["cmd"] is None:
+        # CloudStack leaves out what it lacks (pseudo jobs have no cmd) and never sends null;
+        # a null cmd taken as "no command" would relabel a known job.
+        raise MalformedJob("cmd: null")
+    return job
+
+
 def describe(error: CloudStackError) -> str:
-    """A concise, secret-free description of a failure, stable across repeats."""
-    parts = [error.__class__.__name__]
-    if error.command:
-        parts.append(error.command)
-    if error.errorcode is not None:
-        parts.append(str(error.errorcode))
-    text = error.errortext or str(error)
-    return " ".join(parts) + (f": {text[:200]}" if text else "")
+    """A concise, secret-free description of a failure: the client's message says what was
+    asked, what came back and, where it helps, what to check."""
+    text = str(error) or error.errortext or "no detail"
+    return f"{error.__class__.__name__}: {text[:300]}"
