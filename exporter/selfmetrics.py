@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest as generate_text
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -316,12 +316,14 @@ class ExporterMetrics:
             ("cloud", "reason"),
             registry=reg,
         )
-        self.build_info = Info(
-            "cloudstack_exporter_build",
-            "Version of the CloudStack job exporter and of the Python running it.",
+        # A gauge, not an Info: the contract types it gauge in both exposition formats.
+        self.build_info = Gauge(
+            "cloudstack_exporter_build_info",
+            "Version of the CloudStack job exporter and of the Python running it; always 1.",
+            ("version", "python_version"),
             registry=reg,
         )
-        self.build_info.info({"version": __version__, "python_version": platform.python_version()})
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.jobs_finished = Counter(
             "cloudstack_async_jobs_finished",
             "Async jobs seen to finish, by command, final state and jobresultcode; each job "
