@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -468,3 +469,183 @@ async def test_session_login_survives_expired_sessions_and_reports_bad_passwords
         assert len(errors) == 1
         assert_concise(errors[0])
         assert ops.password not in errors[0].getMessage()
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+# `name=value` with a value that is not masked ("***") or absent (a repr's "None").
+QUERY_SECRET = re.compile(
+    r"(?i)\b(apikey|signature|sessionkey|password|secretkey|jsessionid)=(?!None\b|'?\*\*\*)[^&\s,)]"
+)
+
+
+def secrets_of(exporter: Exporter, *known: str) -> set[str]:
+    """Every credential in play: the configured ones (`known`) and what the clients got from
+    the servers at login (session keys, cookies)."""
+    found = set(known)
+    for cloud in exporter.service.clouds.values():
+        client = cloud.poller.client
+        if client._session_key:
+            found.add(client._session_key)
+        if client._session is not None:
+            found |= {cookie.value for cookie in client._session.cookie_jar if cookie.value}
+    return {s for s in found if len(s) >= 4}
+
+
+def everything_said(caplog: pytest.LogCaptureFixture) -> str:
+    """Every log record, raw (before any redaction by a handler): message, fields, exception."""
+    parts = []
+    for record in caplog.records:
+        parts.append(record.getMessage())
+        parts.extend(str(v) for k, v in record.__dict__.items() if k not in ("msg", "args"))
+        if record.exc_info and record.exc_info[1] is not None:
+            parts.append(repr(record.exc_info[1]))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("auth", ["keys", "session"])
+async def test_secrets_never_appear_in_logs_errors_metrics_or_reprs(
+    auth: str,
+    simulator: SimHandle,
+    other: SimHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ops = simulator.ops
+    await simulator.create_jobs(2, account="ops")
+    if auth == "keys":
+        config = two_clouds(tmp_path, simulator, other, a_creds=ops)
+    else:
+        login = f"username: {ops.username}\npassword: {ops.password}\ndomain: {ops.domain}\n"
+        config = write_config(
+            tmp_path / "config.yaml",
+            [
+                f"- name: a\n  url: {simulator.url}\n"
+                + "".join(f"  {line}\n" for line in (A_EXTRA + login).splitlines()),
+                cloud_yaml("b", other),
+            ],
+        )
+    caplog.set_level(logging.DEBUG)
+    errors: list[BaseException] = []
+    async with Exporter(config) as exporter:
+        configured = [other.admin.api_key, other.admin.secret_key]
+        configured += [ops.api_key, ops.secret_key] if auth == "keys" else [ops.password]
+        secrets = secrets_of(exporter, *configured)
+        poller = exporter.poller("a")
+
+        async def cycle() -> None:
+            result = await poller.poll_once()
+            if result.error is not None:
+                errors.append(result.error)
+            await exporter.service.settle()
+
+        for kind, spec in [
+            ("http_error", {"status": 401, "count": 1}),
+            ("proxy_502", {"count": 1}),
+            ("truncated", {"count": 1}),
+            ("xml", {"count": 1}),
+            ("reset", {"count": 1}),
+            ("latency", {"seconds": 40, "count": 1}),
+        ]:
+            await simulator.add_fault(kind, **spec)
+            await cycle()
+        await simulator.expire_sessions()
+        await cycle()
+        secrets |= secrets_of(exporter)  # a new session key, after the new login
+        await simulator.throttle(1, interval=600)
+        await cycle()
+        await cycle()
+        await simulator.throttle(None)
+        await simulator.set_enabled("ops", False)
+        await simulator.expire_sessions()
+        await cycle()
+        await simulator.set_enabled("ops", True)
+        await simulator.revoke_key(api_key=ops.api_key)
+        await cycle()
+        secrets |= secrets_of(exporter)
+        assert len(errors) >= 6
+
+        _, _, body = await exporter.get("/metrics")
+        reprs = [
+            repr(exporter.service.config),
+            str(exporter.service.config),
+            repr(poller.cloud),
+            repr(poller.client),
+            repr(poller),
+        ]
+    said = everything_said(caplog)
+    shown = "\n".join([said, body.decode(), *reprs, *map(str, errors), *map(repr, errors)])
+    shown += "\n".join(str(vars(e)) for e in errors)
+    leaked = [s for s in secrets if s in shown]
+    assert leaked == [], "secrets leaked"
+    # Not even a signature (its value is unknown here) or a query string carrying one.
+    assert QUERY_SECRET.search(shown) is None, QUERY_SECRET.search(shown)
+
+
+# -- the real process ------------------------------------------------------------------------
+
+
+async def test_daemon_rides_out_every_fault_with_one_line_each(
+    simulator: SimHandle, other: SimHandle, tmp_path: Path
+) -> None:
+    """The command as deployed, at debug level: it stays up and keeps answering through a
+    sequence of faults, logs each distinct failure once, recovers, and never logs a secret."""
+    import json
+
+    from exporter_process import ExporterProcess
+
+    ids = await simulator.create_jobs(3)
+    await simulator.workload(rate=5, seed=3)
+    config = write_config(
+        tmp_path / "config.yaml",
+        [cloud_yaml("a", simulator, extra=A_EXTRA), cloud_yaml("b", other)],
+    )
+    config.write_text(config.read_text().replace("poll_interval: 1h", "poll_interval: 1s"))
+    daemon = ExporterProcess(
+        config, tmp_path / "exporter.log", "--log.level=debug", "--log.format=json"
+    )
+    faults = ["proxy_502", "truncated", "reset", "latency"]
+    try:
+        await daemon.start()
+
+        def failed_lists(text: str) -> float:
+            calls = Metrics(text).find(
+                "cloudstack_api_requests_total", cloud="a", command="listAsyncJobs"
+            )
+            return sum(value for labels, value in calls if labels["code"] != "200")
+
+        def still_serving(text: str) -> bool:
+            metrics = Metrics(text)
+            assert metrics.value("cloudstack_up", cloud="b") == 1
+            assert metrics.job_ids("a") >= set(ids)
+            return True
+
+        for kind in faults:
+            spec: dict[str, Any] = {"seconds": 40} if kind == "latency" else {}
+            before = failed_lists((await daemon.get())[1])
+            await simulator.add_fault(kind, commands=["listAsyncJobs"], **spec)
+            # Two failing cycles (the second after a back-off), scraped all along.
+            await daemon.until(
+                lambda _, t, n=before + 2: still_serving(t) and failed_lists(t) >= n, timeout=30
+            )
+            await simulator.clear_faults()
+            await daemon.until(
+                lambda _, t: Metrics(t).value("cloudstack_up", cloud="a") == 1, timeout=30
+            )
+        assert daemon.alive
+        code = await daemon.stop()
+    finally:
+        await daemon.kill()
+    assert code == 0
+    log = daemon.log_text()
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert "Traceback" not in log
+    failures = [r for r in records if r["level"] == "error" and r.get("cloud") == "a"]
+    assert len(failures) == len(faults), [r["msg"] for r in failures]
+    recovered = [r for r in records if r["msg"] == "cloud recovered"]
+    assert len(recovered) == len(faults)
+    assert not [r for r in records if r["level"] in ("warn", "error") and r.get("cloud") == "b"]
+    for secret in (simulator.admin.api_key, simulator.admin.secret_key, other.admin.secret_key):
+        assert secret not in log
+    assert "signature=" not in log.lower()
