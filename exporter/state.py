@@ -37,8 +37,8 @@ def save(path: str, data: Mapping[str, Any]) -> None:
     directory (so the rename itself is durable)."""
     if "version" not in data:
         data = {"version": VERSION, **data}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=directory)
+    directory, prefix = _temp_prefix(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, separators=(",", ":"), allow_nan=False)
@@ -50,6 +50,26 @@ def save(path: str, data: Mapping[str, Any]) -> None:
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _temp_prefix(path: str) -> tuple[str, str]:
+    """(directory, name prefix) of the temp files of `path`: named after it, so that one
+    state file's leftovers are never mistaken for another's."""
+    absolute = os.path.abspath(path)
+    return os.path.dirname(absolute), f".{os.path.basename(absolute)}."
+
+
+def _remove_leftovers(path: str) -> None:
+    """Delete temp files a killed writer left behind (they can be as large as the state)."""
+    directory, prefix = _temp_prefix(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
 
 
 def _fsync_directory(directory: str) -> None:
@@ -67,7 +87,10 @@ def _fsync_directory(directory: str) -> None:
 
 def load(path: str) -> dict[str, Any] | None:
     """The saved document, or None: when the file is missing, and when it is unusable
-    (then it is renamed to `<path>.corrupt-<timestamp>` with a warning)."""
+    (then it is renamed to `<path>.corrupt-<timestamp>` with a warning).
+
+    Call it before the first save: it also removes what an interrupted save left behind."""
+    _remove_leftovers(path)
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
