@@ -1,0 +1,56 @@
+"""The benchmark keeps working: `benchmarks/bench.py --smoke` runs end to end at tiny N.
+
+It starts its own simulators and exporters (each in its own process), so this proves the
+whole measuring chain: the bare client, discovery, request counting, scrapes, the
+generate_latest baseline and the report. No figure is asserted (timings are noise here).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_run_prints_the_table_and_exits_0() -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    for row in (
+        "cycles to track every pending job",
+        "CloudStack requests, cycle after jobs left",
+        "naive poller (a query per job)",
+        "exporter CPU per cycle",
+        "bare aiohttp fetch+decode CPU",
+        "GET /metrics plain, median",
+        "generate_latest() same series, median",
+        "cycles missed, 10 scrapers",
+        "exporter RSS after polling",
+    ):
+        assert row in out, f"missing row {row!r}:\n{out}"
+    # Every target is judged, and the cost model holds even at tiny N.
+    assert out.count("PASS") + out.count("FAIL") == 6, out
+    assert "PASS  CloudStack: requests = ceil(pending/500) + jobs that left" in out, out
+    assert "PASS  discovery" in out, out
+    assert "ERROR" not in out, out
+
+
+def test_bad_sizes_are_refused_with_a_message() -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--smoke", "--sizes=0,10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "--sizes needs at least two positive job counts" in run.stderr
+    assert "Traceback" not in run.stderr
