@@ -247,8 +247,7 @@ class CloudPoller:
             try:
                 await self.poll_once()
             except Exception as exc:  # a bug must not end the cloud's polling for good
-                self._log_failure(f"poll cycle crashed: {type(exc).__name__}", crashed=True)
-                self.failures += 1
+                self._crashed(exc)
             if self.failures:
                 next_start = loop.time() + self.next_delay()
             else:
@@ -257,6 +256,16 @@ class CloudPoller:
                     next_start = loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_start - loop.time()))
+
+    def _crashed(self, exc: Exception) -> None:
+        """A cycle that raised (a bug) counts as a failed poll: `cloudstack_up` shows 0,
+        readiness is not held back, and the back-off applies."""
+        self._log_failure(f"poll cycle crashed: {type(exc).__name__}", crashed=True)
+        self.failures += 1
+        self.cycles += 1
+        with contextlib.suppress(Exception):  # logged above; the loop must go on
+            self.metrics.poll_finished(False, 0.0, self._clock())
+            self._on_cycle(self)
 
 
 def _parse(entry: Any) -> Job:

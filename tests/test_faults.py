@@ -471,6 +471,56 @@ async def test_session_login_survives_expired_sessions_and_reports_bad_passwords
         assert ops.password not in errors[0].getMessage()
 
 
+async def test_a_crashing_cycle_counts_as_a_failed_poll_and_polling_goes_on(
+    simulator: SimHandle,
+    other: SimHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug that raises inside a cycle (here: planted in the tracker) must not stop the
+    exporter: the cloud shows down, readiness is reached, one line is logged, and polling
+    recovers by itself once the cycle works again."""
+    from exporter.tracker import JobTracker
+
+    ids = await simulator.create_jobs(2)
+    broken = {"a": True}
+    expire = JobTracker.expire
+
+    def planted(self: JobTracker, now: float) -> None:
+        if broken.get(self.cloud):
+            raise RuntimeError("planted bug")
+        expire(self, now)
+
+    monkeypatch.setattr(JobTracker, "expire", planted)
+    caplog.set_level(logging.INFO)
+    # Cloud "a" runs on its own loop every second; "b" keeps the harness's long interval.
+    config = two_clouds(tmp_path, simulator, other, a_extra="poll_interval: 1s\ntimeout: 1s\n")
+    async with Exporter(config) as exporter:
+        assert exporter.service.ready()  # although every cycle of "a" so far crashed
+        status, _, _ = await exporter.get("/-/ready")
+        assert status == 200
+        metrics = await exporter.metrics()
+        assert metrics.value("cloudstack_up", cloud="a") == 0
+        assert metrics.value("cloudstack_up", cloud="b") == 1
+        while exporter.poller("a").failures < 2:  # a second crash, after the back-off
+            await asyncio.sleep(0.05)
+        crashed = lines(caplog)
+        assert [r.getMessage() for r in crashed if getattr(r, "cloud", "") == "a"] == [
+            "poll cycle crashed: RuntimeError"
+        ]
+
+        broken["a"] = False
+        for _ in range(200):
+            metrics = await exporter.metrics()
+            if metrics.value("cloudstack_up", cloud="a") == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert metrics.value("cloudstack_up", cloud="a") == 1
+        assert metrics.job_ids("a") == set(ids)
+        assert lines(caplog)[-1].getMessage() == "cloud recovered"
+
+
 # -- secrets ---------------------------------------------------------------------------------
 
 
