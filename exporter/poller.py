@@ -114,17 +114,21 @@ class CloudPoller:
             pagesize=self.cloud.page_size,
         )
         now = self._clock()
+        unchanged = self.tracker.listed_unchanged
         for entry in entries:
-            try:
-                job = _parse(entry)
-            except MalformedJob as exc:
-                result.malformed += 1
-                result.malformed_problem = result.malformed_problem or str(exc)
-                job_id = entry.get("jobid") if isinstance(entry, dict) else None
-                if isinstance(job_id, str):
-                    # Still pending by the list's word: no reason to query it.
-                    listed.add(job_id)
-                continue
+            # Most listed jobs are tracked already and did not change: no parse for them.
+            job = unchanged(entry)
+            if job is None:
+                try:
+                    job = _parse(entry)
+                except MalformedJob as exc:
+                    result.malformed += 1
+                    result.malformed_problem = result.malformed_problem or str(exc)
+                    job_id = entry.get("jobid") if isinstance(entry, dict) else None
+                    if isinstance(job_id, str):
+                        # Still pending by the list's word: no reason to query it.
+                        listed.add(job_id)
+                    continue
             listed.add(job.job_id)
             reason = self._filter.rejection(job.cmd_class)
             if reason is None or job.job_id in configured:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from exporter.jobs import Job, JobStatus
+from exporter.jobs import Job, JobStatus, same_pending
 from exporter.rendering import job_label_strings
 from exporter.selfmetrics import JobSummary
 
@@ -236,7 +236,7 @@ class JobTracker:
         if old is None:
             self._track_new(job)
             return
-        if old.job == job:
+        if old.job is job or old.job == job:
             return
         if old.job.status.final:
             if not job.status.final:
@@ -261,6 +261,21 @@ class JobTracker:
         if finished_at is not None and old.finished_at is None:
             self._finish(job_id, job, finished_at, seen_pending=True)
         self._mark()
+
+    def listed_unchanged(self, entry: Any) -> Job | None:
+        """The tracked Job when a listAsyncJobs entry shows nothing new about it, else None.
+
+        The poller hands that Job back to `apply`, which then has nothing to do: a listed
+        job that did not change costs no parse_job."""
+        if type(entry) is not dict:
+            return None
+        job_id = entry.get("jobid")
+        if type(job_id) is not str:
+            return None
+        tracked = self._jobs.get(job_id)
+        if tracked is not None and same_pending(tracked.job, entry):
+            return tracked.job
+        return None
 
     def not_found(self, job_id: str, reason: str = "not_found") -> None:
         """CloudStack answered 431: the job was purged (or never existed). Drop and count it.
