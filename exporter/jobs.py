@@ -212,6 +212,10 @@ def parse_job(obj: Any) -> Job:
         status = JobStatus(raw_status)
     except ValueError:
         raise MalformedJob(f"jobstatus: unknown value {raw_status}") from None
+    if "cmd" in obj and obj["cmd"] is None:
+        # CloudStack leaves out what it lacks (pseudo jobs have no cmd) and never sends null;
+        # a null cmd read as "no command" would relabel a known job.
+        raise MalformedJob("cmd: null")
     cmd_class = _text(obj, "cmd")
     error, result_object = _result(obj, status)
     return Job(

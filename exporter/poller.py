@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from exporter.errors import CloudStackError, JobNotFound, PermissionDenied, Throttled
-from exporter.jobs import Job, MalformedJob, parse_job
+from exporter.jobs import MalformedJob, parse_job
 from exporter.sources import CommandFilter, JobIdSource
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class CloudPoller:
             job = unchanged(entry)
             if job is None:
                 try:
-                    job = _parse(entry)
+                    job = parse_job(entry)
                 except MalformedJob as exc:
                     result.malformed += 1
                     result.malformed_problem = result.malformed_problem or str(exc)
@@ -175,7 +175,7 @@ class CloudPoller:
 
     def _apply_queried(self, job_id: str, raw: dict[str, Any], result: CycleResult) -> None:
         try:
-            job = _parse(raw)
+            job = parse_job(raw)
         except MalformedJob as exc:
             result.malformed += 1
             result.malformed_problem = result.malformed_problem or str(exc)
@@ -270,15 +270,6 @@ class CloudPoller:
         with contextlib.suppress(Exception):  # logged above; the loop must go on
             self.metrics.poll_finished(False, 0.0, self._clock())
             self._on_cycle(self)
-
-
-def _parse(entry: Any) -> Job:
-    job = parse_job(entry)
-    if not job.cmd_class and isinstance(entry, dict) and "cmd" in entry and entry["cmd"] is None:
-        # CloudStack leaves out what it lacks (pseudo jobs have no cmd) and never sends null;
-        # a null cmd taken as "no command" would relabel a known job.
-        raise MalformedJob("cmd: null")
-    return job
 
 
 def describe(error: CloudStackError) -> str:

@@ -154,6 +154,7 @@ def test_completed_of_a_pending_job_is_ignored() -> None:
         (entry(created="yesterday"), "created"),
         (entry(created=1776073341), "created"),
         (entry(cmd=["x"]), "cmd"),
+        ({**entry(), "cmd": None}, "cmd"),
         (entry(jobresultcode=1.5), "jobresultcode"),
         (entry(jobstatus=2, jobresult=[1]), "jobresult"),
     ],
