@@ -177,9 +177,17 @@ class CloudStackClient:
     # --- public API ----------------------------------------------------------------------
 
     async def call(
-        self, command: str, params: Mapping[str, object] | None = None
+        self,
+        command: str,
+        params: Mapping[str, object] | None = None,
+        *,
+        list_key: str | None = None,
     ) -> dict[str, Any]:
-        """Run one API command; returns the inner `<command>response` object ({} if empty)."""
+        """Run one API command; returns the inner `<command>response` object ({} if empty).
+
+        With `list_key`, an answer whose `list_key` is present but not a list is unreadable
+        (BadResponse, counted as `error` like any other unreadable body).
+        """
         if not isinstance(command, str) or not _COMMAND.fullmatch(command):
             raise ValueError(f"not a CloudStack command name: {command!r}")
         base = _wire_params(params)
@@ -193,7 +201,7 @@ class CloudStackClient:
                 if self._username is not None and self._session_key is None:
                     await self._relogin(generation)
                     generation = self._login_generation
-                return await self._attempt(command, base)
+                return await self._attempt(command, base, list_key)
             except Throttled as exc:
                 if throttled >= THROTTLE_RETRIES or exc.retry_after > MAX_THROTTLE_WAIT:
                     raise
@@ -235,12 +243,10 @@ class CloudStackClient:
         items: list[Any] = []
         previous: list[Any] | None = None
         for page in range(1, MAX_PAGES + 1):
-            inner = await self.call(command, {**base, "page": page, "pagesize": pagesize})
+            inner = await self.call(
+                command, {**base, "page": page, "pagesize": pagesize}, list_key=item_key
+            )
             batch = inner.get(item_key, [])
-            if not isinstance(batch, list):
-                raise BadResponse(
-                    f"{command}: '{item_key}' in the answer is not a list", command=command
-                )
             if batch and batch == previous:
                 # The same page twice: the server ignores `page`; more requests would loop.
                 raise BadResponse(
@@ -289,14 +295,16 @@ class CloudStackClient:
 
     # --- one attempt, one HTTP request ------------------------------------------------------
 
-    async def _attempt(self, command: str, base: dict[str, str]) -> dict[str, Any]:
+    async def _attempt(
+        self, command: str, base: dict[str, str], list_key: str | None = None
+    ) -> dict[str, Any]:
         if self._api_key is not None and self._secret_key is not None:
             params = sign(base, self._api_key, self._secret_key, lifetime=self._signature_lifetime)
         else:
             if self._session_key is None:  # a concurrent re-login is failing
                 raise Unauthorized(f"{command}: not logged in", command=command, errorcode=401)
             params = {**base, "sessionkey": self._session_key}
-        return await self._request(command, params, post=False)
+        return await self._request(command, params, post=False, list_key=list_key)
 
     async def _relogin(self, seen_generation: int) -> None:
         async with self._login_lock:
@@ -350,7 +358,9 @@ class CloudStackClient:
                 # A 429 may have arrived while this request waited for its slot.
                 await self._wait_pause()
 
-    async def _request(self, command: str, params: dict[str, str], *, post: bool) -> dict[str, Any]:
+    async def _request(
+        self, command: str, params: dict[str, str], *, post: bool, list_key: str | None = None
+    ) -> dict[str, Any]:
         async with self._semaphore:
             await self._wait_turn()
             loop = asyncio.get_running_loop()
@@ -360,6 +370,10 @@ class CloudStackClient:
                 # What this request carried that is secret, should the server echo it back.
                 sent = (params.get("signature"), params.get("sessionkey"))
                 result = self._interpret(command, status, content_type, body, location, sent)
+                if list_key is not None and not isinstance(result.get(list_key, []), list):
+                    raise BadResponse(
+                        f"{command}: '{list_key}' in the answer is not a list", command=command
+                    )
             except CloudStackError as exc:
                 elapsed = loop.time() - start
                 log.debug("%s on %s: %s in %.3fs", command, self._host, exc.code, elapsed)
