@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -235,12 +235,28 @@ class CloudStackClient:
         Stops when `count` items have been collected or on an empty page; when the server
         gives no usable `count`, also on a short page.
         """
+        items: list[Any] = []
+        async for batch in self.list_pages(command, params, item_key=item_key, pagesize=pagesize):
+            items.extend(batch)
+        return items
+
+    async def list_pages(
+        self,
+        command: str,
+        params: Mapping[str, object] | None,
+        *,
+        item_key: str,
+        pagesize: int = MAX_PAGESIZE,
+    ) -> AsyncIterator[list[Any]]:
+        """The non-empty pages of a list command as they arrive, with list_all's rules, so
+        that a caller can digest a page before the next one (at 100,000 pending jobs, the
+        whole listing at once is over 100 MB of Python objects)."""
         if not 1 <= pagesize <= MAX_PAGESIZE:
             raise ValueError(f"pagesize must be between 1 and {MAX_PAGESIZE}, got {pagesize!r}")
         base = dict(params or {})
         if any(str(name).lower() in ("page", "pagesize") for name in base):
             raise ValueError("list_all sets page and pagesize itself")
-        items: list[Any] = []
+        seen = 0
         previous: list[Any] | None = None
         for page in range(1, MAX_PAGES + 1):
             inner = await self.call(
@@ -253,15 +269,16 @@ class CloudStackClient:
                     f"{command}: page {page} repeats page {page - 1}; the server ignores paging",
                     command=command,
                 )
-            items.extend(batch)
-            count = _count(inner.get("count"))
             if not batch:
-                return items
+                return
+            yield batch
+            seen += len(batch)
+            count = _count(inner.get("count"))
             if count is not None:
-                if len(items) >= count:
-                    return items
+                if seen >= count:
+                    return
             elif len(batch) < pagesize:
-                return items
+                return
             previous = batch
         raise BadResponse(
             f"{command}: listing did not end after {MAX_PAGES} pages", command=command
@@ -278,14 +295,22 @@ class CloudStackClient:
         pagesize: int = MAX_PAGESIZE,
     ) -> list[Any]:
         """The pending jobs, as raw API objects (parse them with jobs.parse_job)."""
-        params: dict[str, object] = {
-            "listall": True if listall else None,
-            "account": account,
-            "domainid": domain_id,
-            "keyword": keyword,
-            "startdate": startdate,
-        }
+        params = _async_jobs_params(listall, account, domain_id, keyword, startdate)
         return await self.list_all("listAsyncJobs", params, item_key="asyncjobs", pagesize=pagesize)
+
+    def list_async_jobs_pages(
+        self,
+        *,
+        listall: bool = True,
+        account: str | None = None,
+        domain_id: str | None = None,
+        keyword: str | None = None,
+        startdate: str | None = None,
+        pagesize: int = MAX_PAGESIZE,
+    ) -> AsyncIterator[list[Any]]:
+        """list_async_jobs one page at a time (see list_pages)."""
+        params = _async_jobs_params(listall, account, domain_id, keyword, startdate)
+        return self.list_pages("listAsyncJobs", params, item_key="asyncjobs", pagesize=pagesize)
 
     async def query_async_job_result(self, job_id: str) -> dict[str, Any]:
         """The raw job object; a purged or unknown job raises JobNotFound."""
@@ -563,6 +588,22 @@ def _endpoint(url: str) -> URL:
     if parsed.query_string or parsed.fragment:
         raise ValueError(f"url must not have a query or fragment: {parsed.with_query(None)}")
     return parsed
+
+
+def _async_jobs_params(
+    listall: bool,
+    account: str | None,
+    domain_id: str | None,
+    keyword: str | None,
+    startdate: str | None,
+) -> dict[str, object]:
+    return {
+        "listall": True if listall else None,
+        "account": account,
+        "domainid": domain_id,
+        "keyword": keyword,
+        "startdate": startdate,
+    }
 
 
 def _wire_params(params: Mapping[str, object] | None) -> dict[str, str]:

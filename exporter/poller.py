@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from exporter.errors import CloudStackError, JobNotFound, PermissionDenied, Throttled
-from exporter.jobs import MalformedJob, parse_job
+from exporter.jobs import Job, MalformedJob, parse_job
 from exporter.sources import CommandFilter, JobIdSource
 
 if TYPE_CHECKING:
@@ -107,34 +107,46 @@ class CloudPoller:
         d = self.cloud.discovery
         if not d.enabled:
             return listed
-        entries = await self.client.list_async_jobs(
+        # Digested page by page (a page's objects die young), applied once every page came:
+        # a listing that fails half-way changes nothing, as if it had been read whole.
+        accepted: list[Job] = []
+        skipped: dict[str, int] = {}
+        malformed = 0
+        problem = ""
+        unchanged = self.tracker.listed_unchanged
+        async for page in self.client.list_async_jobs_pages(
             listall=d.listall,
             account=d.account,
             domain_id=d.domain_id,
             pagesize=self.cloud.page_size,
-        )
+        ):
+            for entry in page:
+                # Most listed jobs are tracked already and did not change: no parse for them.
+                job = unchanged(entry)
+                if job is None:
+                    try:
+                        job = parse_job(entry)
+                    except MalformedJob as exc:
+                        malformed += 1
+                        problem = problem or str(exc)
+                        job_id = entry.get("jobid") if isinstance(entry, dict) else None
+                        if isinstance(job_id, str):
+                            # Still pending by the list's word: no reason to query it.
+                            listed.add(job_id)
+                        continue
+                listed.add(job.job_id)
+                reason = self._filter.rejection(job.cmd_class)
+                if reason is None or job.job_id in configured:
+                    accepted.append(job)
+                else:
+                    skipped[reason] = skipped.get(reason, 0) + 1
+        result.malformed += malformed
+        result.malformed_problem = result.malformed_problem or problem
+        for reason, count in skipped.items():
+            result.skipped[reason] = result.skipped.get(reason, 0) + count
         now = self._clock()
-        unchanged = self.tracker.listed_unchanged
-        for entry in entries:
-            # Most listed jobs are tracked already and did not change: no parse for them.
-            job = unchanged(entry)
-            if job is None:
-                try:
-                    job = parse_job(entry)
-                except MalformedJob as exc:
-                    result.malformed += 1
-                    result.malformed_problem = result.malformed_problem or str(exc)
-                    job_id = entry.get("jobid") if isinstance(entry, dict) else None
-                    if isinstance(job_id, str):
-                        # Still pending by the list's word: no reason to query it.
-                        listed.add(job_id)
-                    continue
-            listed.add(job.job_id)
-            reason = self._filter.rejection(job.cmd_class)
-            if reason is None or job.job_id in configured:
-                self.tracker.apply(job, now)
-            else:
-                result.skipped[reason] = result.skipped.get(reason, 0) + 1
+        for job in accepted:
+            self.tracker.apply(job, now)
         result.listed = len(listed)
         return listed
 
