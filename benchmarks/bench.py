@@ -12,7 +12,8 @@ measured a moment before or after it, on the same machine:
 - scrape: the median GET /metrics response time (plain text, full body read) over the median
   prometheus_client.generate_latest() of a registry holding the same per-job series (target
   at most 1/20); gzip is measured and shown too;
-- schedule: cycle start drift while 10 scrapers scrape at once (target: no cycle missed);
+- schedule: cycle start drift while 10 scrapers scrape at once, each once per poll interval
+  like a Prometheus server, all at the same moments (target: no cycle missed);
 - memory: (RSS at the largest N - RSS at the smallest N) / difference (target 1.5 KiB/job).
 
 Each N runs a fresh simulator and a fresh exporter, each in its own process (benchmarks/probe.py
@@ -445,7 +446,9 @@ async def measure_point(point: Point, settings: Settings, workdir: Path) -> None
                 point.storm_refused,
                 point.storm_scrape_median,
                 storm_cycles,
-            ) = await storm(session, metrics_url, exporter, settings.storm_cycles, timeout)
+            ) = await storm(
+                session, metrics_url, exporter, settings.storm_cycles, point.interval, timeout
+            )
             point.drift_storm, point.missed_storm = lateness(storm_cycles, point.interval)
             point.rss_after_scrapes = exporter.rss()
     finally:
@@ -457,24 +460,36 @@ async def measure_point(point: Point, settings: Settings, workdir: Path) -> None
 
 
 async def storm(
-    session: aiohttp.ClientSession, url: str, exporter: Child, cycles: int, timeout: float
+    session: aiohttp.ClientSession,
+    url: str,
+    exporter: Child,
+    cycles: int,
+    interval: float,
+    timeout: float,
 ) -> tuple[int, int, float, list[dict[str, Any]]]:
+    """Ten scrapers, each scraping once per poll interval like a Prometheus server would,
+    all at the same moments, for a few cycles: (served, refused, median seconds, cycles)."""
     stop = asyncio.Event()
     times: list[float] = []
     refused = 0
     headers = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+    loop = asyncio.get_running_loop()
+    start = loop.time()
 
     async def scraper() -> None:
         nonlocal refused
+        slot = start
         while not stop.is_set():
             seconds, _, status = await scrape(session, url, headers, ok_only=False)
             if status == 200:
                 times.append(seconds)
             elif status == 503:  # over the exporter's limit of concurrent scrapes
                 refused += 1
-                await asyncio.sleep(1.0)  # its Retry-After
             else:
                 raise RuntimeError(f"GET {url}: {status}")
+            slot += interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, slot - loop.time()))
 
     first = len(exporter.cycles())
     tasks = [asyncio.create_task(scraper()) for _ in range(SCRAPERS)]
@@ -534,7 +549,7 @@ def report(points: list[Point], settings: Settings) -> bool:
             "  scrapes served / median",
             [f"{p.storm_scrapes} / {ms(p.storm_scrape_median)}" for p in points],
         ),
-        ("  scrapes refused (503, over 8 at once)", [str(p.storm_refused) for p in points]),
+        ("  scrapes refused (503: over 8 at once)", [str(p.storm_refused) for p in points]),
         ("exporter RSS after polling", [mib(p.rss) for p in points]),
         ("exporter RSS after the scrapes", [mib(p.rss_after_scrapes) for p in points]),
     ]
