@@ -1,12 +1,13 @@
 """Turns the trackers and the registry into the `/metrics` bytes, once per change.
 
 A scrape never walks the job table: `render()` (after a poll) builds the body and `body()`
-hands out cached bytes. The body is held compressed, in pieces, and the per-job pieces of
-jobs that did not change are reused from the last render (see the sections below). The per-job families are written by hand from label strings each
+hands out cached bytes. The per-job families are written by hand from label strings each
 tracked job carries pre-escaped: at 100,000 jobs prometheus_client would build, sort and
 escape a label dict for every sample of every scrape, which costs far more than the scrape
-itself may. The registry part (health, API calls, aggregates, histograms) is small and comes
-from prometheus_client's own exposition functions.
+itself may. The body is held compressed, in pieces, and the pieces of jobs that did not
+change are reused from the last render (see the sections below). The registry part
+(health, API calls, aggregates, histograms) is small and comes from prometheus_client's own
+exposition functions.
 
 Threading: `snapshot()` must run on the event loop (it copies references, which is cheap);
 `build(snapshot)` only reads immutable data and may run in a thread executor, and installing
@@ -98,20 +99,28 @@ def escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def job_label_strings(cloud: str, job: Job) -> tuple[str, str]:
-    """The pre-escaped label strings of one job: (labels shared by every per-job family,
-    the extra labels of cloudstack_async_job_info starting with a comma)."""
+def job_labels(cloud: str, job: Job) -> str:
+    """The pre-escaped labels shared by every per-job family of one job."""
     e = escape_label_value
-    labels = (
+    return (
         f'cloud="{e(cloud)}",job_id="{e(job.job_id)}",cmd="{e(job.cmd)}",'
         f'instance_type="{e(job.instance_type)}"'
     )
-    info = (
+
+
+def job_info_labels(job: Job) -> str:
+    """The extra labels of cloudstack_async_job_info, pre-escaped, starting with a comma."""
+    e = escape_label_value
+    return (
         f',cmd_class="{e(job.cmd_class)}",instance_id="{e(job.instance_id)}",'
         f'account_id="{e(job.account_id)}",user_id="{e(job.user_id)}",'
         f'result_type="{e(job.result_type)}",error="{e(job.error)}"'
     )
-    return labels, info
+
+
+def job_label_strings(cloud: str, job: Job) -> tuple[str, str]:
+    """(job_labels, job_info_labels) of one job."""
+    return job_labels(cloud, job), job_info_labels(job)
 
 
 def _num(value: float) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from exporter.jobs import Job, JobStatus, same_pending
-from exporter.rendering import job_label_strings
+from exporter.rendering import job_info_labels, job_labels
 from exporter.selfmetrics import JobSummary
 
 if TYPE_CHECKING:
@@ -47,8 +47,14 @@ class TrackedJob:
 
     job: Job
     labels: str  # escaped `cloud=..,job_id=..,cmd=..,instance_type=..` shared by every family
-    info_labels: str  # escaped remaining labels of cloudstack_async_job_info, leading ","
     finished_at: float | None  # exporter time at which it was first seen final
+
+    @property
+    def info_labels(self) -> str:
+        """The escaped remaining labels of cloudstack_async_job_info, leading ",". Made when
+        asked, not kept: the info line is rendered only when its segment of jobs changes, and
+        keeping it would cost about 280 bytes a job."""
+        return job_info_labels(self.job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,10 +260,10 @@ class JobTracker:
             finished_at = None
         job = _compact(job)
         if _label_fields(job) == _label_fields(old.job):
-            labels, info = old.labels, old.info_labels
+            labels = old.labels
         else:
-            labels, info = job_label_strings(self.cloud, job)
-        self._jobs[job_id] = TrackedJob(job, labels, info, finished_at)
+            labels = job_labels(self.cloud, job)
+        self._jobs[job_id] = TrackedJob(job, labels, finished_at)
         if finished_at is not None and old.finished_at is None:
             self._finish(job_id, job, finished_at, seen_pending=True)
         self._mark()
@@ -416,8 +422,7 @@ class JobTracker:
         finished_at = _number(values.get("finished_at")) if job.status.final else None
         if job.status.final and finished_at is None:
             return None
-        labels, info = job_label_strings(self.cloud, job)
-        return TrackedJob(job, labels, info, finished_at)
+        return TrackedJob(job, job_labels(self.cloud, job), finished_at)
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -449,12 +454,12 @@ class JobTracker:
         self._refused.discard(job_id)
         self._configured_done.discard(job_id)
         job = _compact(job)
-        labels, info = job_label_strings(self.cloud, job)
+        labels = job_labels(self.cloud, job)
         if job.status.final:
-            self._jobs[job_id] = TrackedJob(job, labels, info, self._now)
+            self._jobs[job_id] = TrackedJob(job, labels, self._now)
             self._finish(job_id, job, self._now, seen_pending=False)
         else:
-            self._jobs[job_id] = TrackedJob(job, labels, info, None)
+            self._jobs[job_id] = TrackedJob(job, labels, None)
             self._pending[job_id] = None
         self._mark()
         self._report_size()
