@@ -276,7 +276,9 @@ def make_app(
     *,
     telemetry_path: str = "/metrics",
     web_config: WebConfigHolder | None = None,
-    max_concurrent_scrapes: int = 8,
+    # Scrapes serve cached bytes, so each costs a socket, not memory: room for several
+    # Prometheus servers and ad-hoc readers (ten scrapers at once must never be refused).
+    max_concurrent_scrapes: int = 32,
     stats: ScrapeStats | None = None,
 ) -> web.Application:
     """The application; `ready()` answers /-/ready, `stats` collects scrape counters."""
