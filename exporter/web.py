@@ -7,6 +7,7 @@ limit come from the web config file (exporter/webconfig.py).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import html
 import logging
@@ -210,7 +211,9 @@ def _make_metrics_handler(
             openmetrics = wants_openmetrics(request.headers.get("Accept"))
             gzip = accepts_gzip(request.headers.get("Accept-Encoding"))
             try:
-                body = metrics.body(openmetrics, gzip)
+                # In a thread: the first request for a variant after a render may have to
+                # inflate or gzip a large body, which must not stall polling on the loop.
+                body = await asyncio.to_thread(metrics.body, openmetrics, gzip)
             except Exception:
                 stats.errors += 1
                 log.exception("cannot produce the metrics for a scrape")
