@@ -11,6 +11,7 @@ Fixtures
 - `simulator` (async, per test): a Simulator started in-process on 127.0.0.1 with ephemeral ports:
   the API port and a separate control port, so an outage really refuses API connections. It
   yields a `SimHandle`. The server's time zone is -0700, so date handling is exercised.
+- `second_simulator` (async, per test): another one, in time zone +0530, for a second cloud.
 - `sim_session`: an aiohttp ClientSession for raw HTTP (closed after the test).
 
 SimHandle
@@ -165,9 +166,8 @@ async def sim_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@pytest.fixture
-async def simulator() -> AsyncIterator[SimHandle]:
-    config = SimulatorConfig(directory=Directory(), timezone=parse_timezone("-0700"), seed=7)
+async def _running(timezone: str, seed: int) -> AsyncIterator[SimHandle]:
+    config = SimulatorConfig(directory=Directory(), timezone=parse_timezone(timezone), seed=seed)
     sim = Simulator(config)
     await sim.start("127.0.0.1", 0, control_port=0)
     try:
@@ -175,3 +175,16 @@ async def simulator() -> AsyncIterator[SimHandle]:
             yield SimHandle(sim, session)
     finally:
         await sim.stop()
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[SimHandle]:
+    async for handle in _running("-0700", seed=7):
+        yield handle
+
+
+@pytest.fixture
+async def second_simulator() -> AsyncIterator[SimHandle]:
+    """Another, independent management server (another zone and seed): a second cloud."""
+    async for handle in _running("+0530", seed=11):
+        yield handle

@@ -18,9 +18,6 @@ from exporter_harness import Exporter, Metrics, cloud_yaml, write_config
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from simulator_fixtures import SimHandle
 
-from exporter.simulator import Directory, Simulator, SimulatorConfig
-from exporter.simulator.clock import parse_timezone
-
 pytest_plugins = ["simulator_fixtures"]
 
 STATUS_CODES = {"pending": 0, "succeeded": 1, "failed": 2, "cancelled": 3}
@@ -75,22 +72,6 @@ async def truth_with_unix(sim: SimHandle, job_id: str) -> dict:
     if truth["completed_text"]:
         truth["completed_unix"] = parse_date(truth["completed_text"])
     return truth
-
-
-@pytest.fixture
-async def second_simulator() -> object:
-    import aiohttp
-    from simulator_fixtures import SimHandle as Handle
-
-    sim = Simulator(
-        SimulatorConfig(directory=Directory(), timezone=parse_timezone("+0530"), seed=11)
-    )
-    await sim.start("127.0.0.1", 0, control_port=0)
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Handle(sim, session)
-    finally:
-        await sim.stop()
 
 
 async def test_discovers_pending_jobs_and_exports_them_as_the_server_reports(

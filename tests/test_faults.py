@@ -12,37 +12,19 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from exporter_harness import Exporter, Metrics, cloud_yaml, write_config
 from simulator_fixtures import Credentials, SimHandle
 
 from exporter.config import load_config
-from exporter.simulator import Directory, Simulator, SimulatorConfig
-from exporter.simulator.clock import parse_timezone
 
 pytest_plugins = ["simulator_fixtures"]
 
 # Cloud "a" gives up on an answer after 1 s, so "a server that answers after 40 s" is quick.
 A_EXTRA = "timeout: 1s\n"
-
-
-@pytest.fixture
-async def other() -> AsyncIterator[SimHandle]:
-    """A second, independent simulator (another zone, another seed) for cloud "b"."""
-    sim = Simulator(
-        SimulatorConfig(directory=Directory(), timezone=parse_timezone("+0530"), seed=23)
-    )
-    await sim.start("127.0.0.1", 0, control_port=0)
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield SimHandle(sim, session)
-    finally:
-        await sim.stop()
 
 
 def two_clouds(
@@ -115,15 +97,15 @@ FAILING: dict[str, tuple[dict[str, Any], str, str]] = {
 async def test_failure_keeps_last_state_logs_once_and_recovers(
     kind: str,
     simulator: SimHandle,
-    other: SimHandle,
+    second_simulator: SimHandle,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     spec, code, word = FAILING[kind]
     a_ids = await simulator.create_jobs(3, cmd="DeployVMCmd")
-    b_ids = await other.create_jobs(2, cmd="StopVMCmd")
+    b_ids = await second_simulator.create_jobs(2, cmd="StopVMCmd")
     caplog.set_level(logging.DEBUG)
-    async with Exporter(two_clouds(tmp_path, simulator, other)) as exporter:
+    async with Exporter(two_clouds(tmp_path, simulator, second_simulator)) as exporter:
         good = await exporter.metrics()
         assert good.job_ids("a") == set(a_ids)
         calls = {"cloud": "a", "command": "listAsyncJobs", "code": code}
@@ -131,7 +113,7 @@ async def test_failure_keeps_last_state_logs_once_and_recovers(
         caplog.clear()
 
         await simulator.add_fault(kind, **spec)
-        await other.finish(b_ids[0], "success")
+        await second_simulator.finish(b_ids[0], "success")
         await asyncio.wait_for(exporter.cycle(3), timeout=30)
         metrics = await exporter.metrics()
 
@@ -168,14 +150,14 @@ ENTRY_FAULTS = ["jobstatus_abc", "created_yesterday", "cmd_null", "entries_not_o
 async def test_malformed_list_entries_are_skipped_counted_and_never_poison_others(
     kind: str,
     simulator: SimHandle,
-    other: SimHandle,
+    second_simulator: SimHandle,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     a_ids = await simulator.create_jobs(4, cmd="StartVMCmd")
-    await other.create_jobs(1)
+    await second_simulator.create_jobs(1)
     caplog.set_level(logging.DEBUG)
-    async with Exporter(two_clouds(tmp_path, simulator, other)) as exporter:
+    async with Exporter(two_clouds(tmp_path, simulator, second_simulator)) as exporter:
         good = await exporter.metrics()
         caplog.clear()
         await simulator.add_fault(kind, commands=["listAsyncJobs"])
@@ -208,10 +190,10 @@ async def test_malformed_list_entries_are_skipped_counted_and_never_poison_other
 
 @pytest.mark.parametrize("kind", ["jobstatus_abc", "created_yesterday", "cmd_null"])
 async def test_malformed_query_answer_does_not_corrupt_the_job(
-    kind: str, simulator: SimHandle, other: SimHandle, tmp_path: Path
+    kind: str, simulator: SimHandle, second_simulator: SimHandle, tmp_path: Path
 ) -> None:
     ids = await simulator.create_jobs(2, cmd="StopVMCmd")
-    async with Exporter(two_clouds(tmp_path, simulator, other)) as exporter:
+    async with Exporter(two_clouds(tmp_path, simulator, second_simulator)) as exporter:
         await simulator.add_fault(kind, commands=["queryAsyncJobResult"])
         await simulator.finish(ids[0], "success")
         await exporter.cycle(2)
@@ -240,11 +222,13 @@ async def test_malformed_query_answer_does_not_corrupt_the_job(
 
 
 async def test_count_as_a_string_still_lists_every_page(
-    simulator: SimHandle, other: SimHandle, tmp_path: Path
+    simulator: SimHandle, second_simulator: SimHandle, tmp_path: Path
 ) -> None:
     ids = await simulator.create_jobs(5)
     extra = A_EXTRA + "page_size: 2\n"
-    async with Exporter(two_clouds(tmp_path, simulator, other, a_extra=extra)) as exporter:
+    async with Exporter(
+        two_clouds(tmp_path, simulator, second_simulator, a_extra=extra)
+    ) as exporter:
         await simulator.add_fault("count_string", commands=["listAsyncJobs"])
         await simulator.reset_counters()
         await exporter.cycle()
@@ -256,10 +240,10 @@ async def test_count_as_a_string_still_lists_every_page(
 
 
 async def test_scrape_answers_while_a_poll_hangs(
-    simulator: SimHandle, other: SimHandle, tmp_path: Path
+    simulator: SimHandle, second_simulator: SimHandle, tmp_path: Path
 ) -> None:
     ids = await simulator.create_jobs(2)
-    config = two_clouds(tmp_path, simulator, other, a_extra="timeout: 5s\n")
+    config = two_clouds(tmp_path, simulator, second_simulator, a_extra="timeout: 5s\n")
     async with Exporter(config) as exporter:
         await simulator.add_fault("latency", seconds=40)
         await simulator.reset_counters()
@@ -293,12 +277,15 @@ def test_default_request_timeout_is_at_most_ten_seconds(tmp_path: Path) -> None:
 
 
 async def test_throttling_is_honoured_without_failing_the_poll(
-    simulator: SimHandle, other: SimHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    simulator: SimHandle,
+    second_simulator: SimHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Root admins are exempt from the API limit; a normal account is not.
     ids = await simulator.create_jobs(2, account="ops")
     await simulator.throttle(1, interval=1.0)
-    config = two_clouds(tmp_path, simulator, other, a_creds=simulator.ops)
+    config = two_clouds(tmp_path, simulator, second_simulator, a_creds=simulator.ops)
     async with Exporter(config) as exporter:
         await simulator.reset_counters()
         caplog.set_level(logging.INFO)
@@ -324,10 +311,13 @@ async def test_throttling_is_honoured_without_failing_the_poll(
 
 
 async def test_a_long_throttle_fails_the_poll_and_delays_the_next_one(
-    simulator: SimHandle, other: SimHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    simulator: SimHandle,
+    second_simulator: SimHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await simulator.create_jobs(1, account="ops")
-    config = two_clouds(tmp_path, simulator, other, a_creds=simulator.ops)
+    config = two_clouds(tmp_path, simulator, second_simulator, a_creds=simulator.ops)
     async with Exporter(config) as exporter:
         await simulator.throttle(1, interval=600)
         caplog.set_level(logging.INFO)
@@ -348,10 +338,13 @@ async def test_a_long_throttle_fails_the_poll_and_delays_the_next_one(
 
 
 async def test_revoked_key_is_one_line_until_new_keys_are_loaded(
-    simulator: SimHandle, other: SimHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    simulator: SimHandle,
+    second_simulator: SimHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ids = await simulator.create_jobs(2, account="ops")
-    config = two_clouds(tmp_path, simulator, other)
+    config = two_clouds(tmp_path, simulator, second_simulator)
     async with Exporter(config) as exporter:
         caplog.set_level(logging.DEBUG)
         caplog.clear()
@@ -375,7 +368,7 @@ async def test_revoked_key_is_one_line_until_new_keys_are_loaded(
         assert simulator.admin.api_key not in text and simulator.admin.secret_key not in text
 
         # The operator puts new keys in the file and reloads: polling resumes, history kept.
-        two_clouds(tmp_path, simulator, other, a_creds=simulator.ops)
+        two_clouds(tmp_path, simulator, second_simulator, a_creds=simulator.ops)
         assert await exporter.service.reload()
         await exporter.cycle()
         metrics = await exporter.metrics()
@@ -384,10 +377,13 @@ async def test_revoked_key_is_one_line_until_new_keys_are_loaded(
 
 
 async def test_disabled_account_recovers_by_itself_when_enabled(
-    simulator: SimHandle, other: SimHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    simulator: SimHandle,
+    second_simulator: SimHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await simulator.create_jobs(1, account="ops")
-    config = two_clouds(tmp_path, simulator, other, a_creds=simulator.ops)
+    config = two_clouds(tmp_path, simulator, second_simulator, a_creds=simulator.ops)
     async with Exporter(config) as exporter:
         caplog.set_level(logging.INFO)
         caplog.clear()
@@ -403,10 +399,13 @@ async def test_disabled_account_recovers_by_itself_when_enabled(
 
 
 async def test_a_storm_of_5xx_is_one_line_per_distinct_failure_and_backs_off(
-    simulator: SimHandle, other: SimHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    simulator: SimHandle,
+    second_simulator: SimHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await simulator.create_jobs(2)
-    async with Exporter(two_clouds(tmp_path, simulator, other)) as exporter:
+    async with Exporter(two_clouds(tmp_path, simulator, second_simulator)) as exporter:
         caplog.set_level(logging.INFO)
         caplog.clear()
         await simulator.reset_counters()
@@ -437,7 +436,10 @@ async def test_a_storm_of_5xx_is_one_line_per_distinct_failure_and_backs_off(
 
 
 async def test_session_login_survives_expired_sessions_and_reports_bad_passwords(
-    simulator: SimHandle, other: SimHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    simulator: SimHandle,
+    second_simulator: SimHandle,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ids = await simulator.create_jobs(1, account="ops")
     ops = simulator.ops
@@ -447,7 +449,7 @@ async def test_session_login_survives_expired_sessions_and_reports_bad_passwords
         [
             f"- name: a\n  url: {simulator.url}\n" + "".join(f"  {line}\n" for line in
                                                         extra.splitlines()),
-            cloud_yaml("b", other),
+            cloud_yaml("b", second_simulator),
         ],
     )  # fmt: skip
     async with Exporter(config) as exporter:
@@ -473,7 +475,7 @@ async def test_session_login_survives_expired_sessions_and_reports_bad_passwords
 
 async def test_a_crashing_cycle_counts_as_a_failed_poll_and_polling_goes_on(
     simulator: SimHandle,
-    other: SimHandle,
+    second_simulator: SimHandle,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
@@ -495,7 +497,9 @@ async def test_a_crashing_cycle_counts_as_a_failed_poll_and_polling_goes_on(
     monkeypatch.setattr(JobTracker, "expire", planted)
     caplog.set_level(logging.INFO)
     # Cloud "a" runs on its own loop every second; "b" keeps the harness's long interval.
-    config = two_clouds(tmp_path, simulator, other, a_extra="poll_interval: 1s\ntimeout: 1s\n")
+    config = two_clouds(
+        tmp_path, simulator, second_simulator, a_extra="poll_interval: 1s\ntimeout: 1s\n"
+    )
     async with Exporter(config) as exporter:
         assert exporter.service.ready()  # although every cycle of "a" so far crashed
         status, _, _ = await exporter.get("/-/ready")
@@ -558,14 +562,14 @@ def everything_said(caplog: pytest.LogCaptureFixture) -> str:
 async def test_secrets_never_appear_in_logs_errors_metrics_or_reprs(
     auth: str,
     simulator: SimHandle,
-    other: SimHandle,
+    second_simulator: SimHandle,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ops = simulator.ops
     await simulator.create_jobs(2, account="ops")
     if auth == "keys":
-        config = two_clouds(tmp_path, simulator, other, a_creds=ops)
+        config = two_clouds(tmp_path, simulator, second_simulator, a_creds=ops)
     else:
         login = f"username: {ops.username}\npassword: {ops.password}\ndomain: {ops.domain}\n"
         config = write_config(
@@ -573,13 +577,13 @@ async def test_secrets_never_appear_in_logs_errors_metrics_or_reprs(
             [
                 f"- name: a\n  url: {simulator.url}\n"
                 + "".join(f"  {line}\n" for line in (A_EXTRA + login).splitlines()),
-                cloud_yaml("b", other),
+                cloud_yaml("b", second_simulator),
             ],
         )
     caplog.set_level(logging.DEBUG)
     errors: list[BaseException] = []
     async with Exporter(config) as exporter:
-        configured = [other.admin.api_key, other.admin.secret_key]
+        configured = [second_simulator.admin.api_key, second_simulator.admin.secret_key]
         configured += [ops.api_key, ops.secret_key] if auth == "keys" else [ops.password]
         secrets = secrets_of(exporter, *configured)
         poller = exporter.poller("a")
@@ -637,7 +641,7 @@ async def test_secrets_never_appear_in_logs_errors_metrics_or_reprs(
 
 
 async def test_daemon_rides_out_every_fault_with_one_line_each(
-    simulator: SimHandle, other: SimHandle, tmp_path: Path
+    simulator: SimHandle, second_simulator: SimHandle, tmp_path: Path
 ) -> None:
     """The command as deployed, at debug level: it stays up and keeps answering through a
     sequence of faults, logs each distinct failure once, recovers, and never logs a secret."""
@@ -649,7 +653,7 @@ async def test_daemon_rides_out_every_fault_with_one_line_each(
     await simulator.workload(rate=5, seed=3)
     config = write_config(
         tmp_path / "config.yaml",
-        [cloud_yaml("a", simulator, extra=A_EXTRA), cloud_yaml("b", other)],
+        [cloud_yaml("a", simulator, extra=A_EXTRA), cloud_yaml("b", second_simulator)],
     )
     config.write_text(config.read_text().replace("poll_interval: 1h", "poll_interval: 1s"))
     daemon = ExporterProcess(
@@ -696,6 +700,10 @@ async def test_daemon_rides_out_every_fault_with_one_line_each(
     recovered = [r for r in records if r["msg"] == "cloud recovered"]
     assert len(recovered) == len(faults)
     assert not [r for r in records if r["level"] in ("warn", "error") and r.get("cloud") == "b"]
-    for secret in (simulator.admin.api_key, simulator.admin.secret_key, other.admin.secret_key):
+    for secret in (
+        simulator.admin.api_key,
+        simulator.admin.secret_key,
+        second_simulator.admin.secret_key,
+    ):
         assert secret not in log
     assert "signature=" not in log.lower()

@@ -6,8 +6,6 @@ import asyncio
 import random
 from pathlib import Path
 
-import aiohttp
-import pytest
 from exporter_harness import Exporter, cloud_yaml, write_config
 from simulator_fixtures import SimHandle
 
@@ -15,7 +13,6 @@ from exporter.client import CloudStackClient
 from exporter.config import CloudConfig
 from exporter.poller import MAX_BACKOFF, CloudPoller
 from exporter.selfmetrics import ExporterMetrics
-from exporter.simulator import Directory, Simulator, SimulatorConfig
 from exporter.tracker import JobTracker
 
 pytest_plugins = ["simulator_fixtures"]
@@ -45,32 +42,19 @@ def test_back_off_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert poller_with(900, 5).next_delay(rng) >= 0.8 * 900
 
 
-@pytest.fixture
-async def slow_cloud() -> object:
-    from simulator_fixtures import SimHandle as Handle
-
-    sim = Simulator(SimulatorConfig(directory=Directory(), seed=5))
-    await sim.start("127.0.0.1", 0, control_port=0)
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Handle(sim, session)
-    finally:
-        await sim.stop()
-
-
 async def test_a_hanging_cloud_does_not_delay_another(
-    simulator: SimHandle, slow_cloud: SimHandle, tmp_path: Path
+    simulator: SimHandle, second_simulator: SimHandle, tmp_path: Path
 ) -> None:
     await simulator.create_jobs(2)
-    await slow_cloud.create_jobs(2)
+    await second_simulator.create_jobs(2)
     config = write_config(
         tmp_path / "c.yaml",
         [
             cloud_yaml("fast", simulator, extra="poll_interval: 1s\n"),
-            cloud_yaml("slow", slow_cloud, extra="poll_interval: 4s\ntimeout: 3s\n"),
+            cloud_yaml("slow", second_simulator, extra="poll_interval: 4s\ntimeout: 3s\n"),
         ],
     )
-    await slow_cloud.add_fault("latency", seconds=30)
+    await second_simulator.add_fault("latency", seconds=30)
     async with Exporter(config) as exporter:
         await simulator.reset_counters()
         # While "slow" waits out its timeout, "fast" keeps its one-second schedule.
