@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from exporter import __version__
@@ -640,6 +641,12 @@ def _encode(params: Mapping[str, str]) -> str:
 
 
 def _parse_json(body: bytes) -> object:
+    # orjson decodes a listing page about twice as fast; what it refuses and json accepts
+    # (NaN, lone surrogates, a BOM, UTF-16) goes to json, so what is readable stays the same.
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
