@@ -143,19 +143,8 @@ def _result(obj: dict[str, Any], status: JobStatus) -> tuple[str, str]:
 
 
 _SHORT_CMDS: dict[str, str] = {}  # cmd class -> short_cmd(); a cloud has a few hundred
-_TEXT_FIELDS = (
-    ("cmd", "cmd_class"),
-    ("jobinstancetype", "instance_type"),
-    ("jobinstanceid", "instance_id"),
-    ("accountid", "account_id"),
-    ("userid", "user_id"),
-    ("jobresulttype", "result_type"),
-    ("managementserverid", "management_server_id"),
-)
-
-
-def _same_int(value: object, expected: int) -> bool:
-    return (value is None and expected == 0) or (type(value) is int and value == expected)
+_NONE = type(None)
+_PENDING = JobStatus.PENDING  # an enum member looked up on its class is slow on a hot path
 
 
 def same_pending(job: Job, obj: Any) -> bool:
@@ -166,20 +155,45 @@ def same_pending(job: Job, obj: Any) -> bool:
     any doubt (another type, a finished status, a field it does not recognise) is False, and
     the caller parses.
     """
-    if type(obj) is not dict or job.status is not JobStatus.PENDING:
+    if type(obj) is not dict or job.status is not _PENDING:
         return False
     get = obj.get
-    if get("jobid") != job.job_id or type(get("jobstatus")) is not int or get("jobstatus") != 0:
+    status = get("jobstatus")
+    if get("jobid") != job.job_id or status != 0 or type(status) is not int:
         return False
-    if not (
-        _same_int(get("jobresultcode"), job.result_code)
-        and _same_int(get("jobprocstatus"), job.proc_status)
+    # A missing code is 0 to the parser; a present one must be a true int (not a bool).
+    code = get("jobresultcode")
+    if code is None:
+        if job.result_code:
+            return False
+    elif code != job.result_code or type(code) is not int:
+        return False
+    code = get("jobprocstatus")
+    if code is None:
+        if job.proc_status:
+            return False
+    elif code != job.proc_status or type(code) is not int:
+        return False
+    # Only a str equals a str, so a null, a number or anything else fails here (an explicit
+    # null is left to the full parse).
+    if (
+        get("cmd", ""),
+        get("jobinstancetype", ""),
+        get("jobinstanceid", ""),
+        get("accountid", ""),
+        get("userid", ""),
+        get("jobresulttype", ""),
+        get("managementserverid", ""),
+    ) != (
+        job.cmd_class,
+        job.instance_type,
+        job.instance_id,
+        job.account_id,
+        job.user_id,
+        job.result_type,
+        job.management_server_id,
     ):
         return False
-    for key, attr in _TEXT_FIELDS:
-        value = get(key, "")  # an explicit null is left to the full parse
-        if type(value) is not str or value != getattr(job, attr):
-            return False
     cmd = _SHORT_CMDS.get(job.cmd_class)
     if cmd is None:
         cmd = short_cmd(job.cmd_class)
@@ -187,7 +201,7 @@ def same_pending(job: Job, obj: Any) -> bool:
             _SHORT_CMDS[job.cmd_class] = cmd
     if cmd != job.cmd or job.completed is not None or job.error or job.result_object:
         return False
-    if type(get("jobresult")) not in (type(None), str, dict):
+    if type(get("jobresult")) not in (_NONE, str, dict):
         return False
     created = get("created")
     if created is None or created == "":
@@ -195,9 +209,24 @@ def same_pending(job: Job, obj: Any) -> bool:
     if type(created) is not str:
         return False
     try:
-        return parse_date(created) == job.created
+        return _created(created) == job.created
     except ValueError:
         return False
+
+
+# CloudStack lists jobs by ID, that is in creation order, so neighbours in a listing often
+# share their `created` second: the last one parsed is kept.
+_last_created: tuple[str, float] = ("", 0.0)
+
+
+def _created(value: str) -> float:
+    global _last_created
+    last = _last_created
+    if value == last[0]:
+        return last[1]
+    parsed = parse_date(value)
+    _last_created = (value, parsed)
+    return parsed
 
 
 def parse_job(obj: Any) -> Job:
