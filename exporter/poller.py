@@ -110,6 +110,7 @@ class CloudPoller:
         # Digested page by page (a page's objects die young), applied once every page came:
         # a listing that fails half-way changes nothing, as if it had been read whole.
         accepted: list[Job] = []
+        parsed: set[str] = set()  # IDs of the jobs in `accepted`
         skipped: dict[str, int] = {}
         malformed = 0
         problem = ""
@@ -123,6 +124,7 @@ class CloudPoller:
             for entry in page:
                 # Most listed jobs are tracked already and did not change: no parse for them.
                 job = unchanged(entry)
+                fresh = job is None
                 if job is None:
                     try:
                         job = parse_job(entry)
@@ -137,7 +139,13 @@ class CloudPoller:
                 listed.add(job.job_id)
                 reason = self._filter.rejection(job.cmd_class)
                 if reason is None or job.job_id in configured:
-                    accepted.append(job)
+                    # Applying the tracked Job itself changes nothing, so it is skipped;
+                    # unless a view listed earlier (a page moved) changed it this cycle.
+                    if fresh:
+                        accepted.append(job)
+                        parsed.add(job.job_id)
+                    elif job.job_id in parsed:
+                        accepted.append(job)
                 else:
                     skipped[reason] = skipped.get(reason, 0) + 1
         result.malformed += malformed
