@@ -128,39 +128,61 @@ def _num(value: float) -> str:
     return f"{value:.17g}"
 
 
-def _family_lines(index: int, name: str, jobs: Sequence[TrackedJob], now: float) -> str:
-    """The sample lines of one per-job family for some jobs of one cloud."""
+def _family_lines(
+    index: int, name: str, jobs: Sequence[TrackedJob], now: float, labels: Sequence[str]
+) -> str:
+    """The sample lines of one per-job family for some jobs of one cloud; `labels` are the
+    jobs' `TrackedJob.labels`, made once for every family."""
+    pairs = zip(labels, jobs, strict=True)
     if index == 0:
-        return "".join([f"{name}{{{t.labels}}} {t.job.status:d}\n" for t in jobs])
+        return "".join([f"{name}{{{lb}}} {t.job.status:d}\n" for lb, t in pairs])
     if index == 1:
-        return "".join([f"{name}{{{t.labels}}} {t.job.result_code:d}\n" for t in jobs])
+        return "".join([f"{name}{{{lb}}} {t.job.result_code:d}\n" for lb, t in pairs])
     if index == AGE:
         return "".join(
             [
-                f"{name}{{{t.labels}}} {now - t.job.created:.3f}\n"
-                for t in jobs
+                f"{name}{{{lb}}} {now - t.job.created:.3f}\n"
+                for lb, t in pairs
                 if t.job.created is not None
             ]
         )
     if index == 3:
         return "".join(
             [
-                f"{name}{{{t.labels}}} {_num(t.job.created)}\n"
-                for t in jobs
+                f"{name}{{{lb}}} {_num(t.job.created)}\n"
+                for lb, t in pairs
                 if t.job.created is not None
             ]
         )
     if index == 4:
         return "".join(
             [
-                f"{name}{{{t.labels}}} {_num(t.job.completed)}\n"
-                for t in jobs
+                f"{name}{{{lb}}} {_num(t.job.completed)}\n"
+                for lb, t in pairs
                 if t.job.completed is not None
             ]
         )
     if index == 5:
-        return "".join([f"{name}{{{t.labels}}} {t.job.proc_status:d}\n" for t in jobs])
-    return "".join([f"{name}{{{t.labels}{t.info_labels}}} 1\n" for t in jobs])
+        return "".join([f"{name}{{{lb}}} {t.job.proc_status:d}\n" for lb, t in pairs])
+    return "".join([f"{name}{{{lb}{t.info_labels}}} 1\n" for lb, t in pairs])
+
+
+def _labels(jobs: Sequence[TrackedJob]) -> list[str]:
+    e = escape_label_value
+    return [t.head + e(t.job.job_id) + t.tail for t in jobs]
+
+
+def _age_lines(jobs: Sequence[TrackedJob], now: float) -> str:
+    """The age lines of some jobs: the only lines redrawn at every render."""
+    name = PER_JOB_FAMILIES[AGE][0]
+    e = escape_label_value
+    return "".join(
+        [
+            f"{name}{{{t.head}{e(t.job.job_id)}{t.tail}}} {now - t.job.created:.3f}\n"
+            for t in jobs
+            if t.job.created is not None
+        ]
+    )
 
 
 # --- compressed pieces -------------------------------------------------------------------
@@ -277,8 +299,7 @@ class _SegmentCache:
                     fresh[key] = segment
                     for index, piece in enumerate(segment.pieces):
                         if index == AGE:
-                            name = PER_JOB_FAMILIES[AGE][0]
-                            piece = deflate(_family_lines(AGE, name, jobs, view.now).encode())
+                            piece = deflate(_age_lines(jobs, view.now).encode())
                         families[index].append(piece)
             self._segments = fresh
             return [piece for family in families for piece in family]
@@ -286,8 +307,11 @@ class _SegmentCache:
 
 def _render_segment(jobs: Sequence[TrackedJob]) -> tuple[Piece, ...]:
     empty = Piece(b"", 0, 0)
+    labels = _labels(jobs)
     return tuple(
-        empty if index == AGE else deflate(_family_lines(index, name, jobs, 0.0).encode("utf-8"))
+        empty
+        if index == AGE
+        else deflate(_family_lines(index, name, jobs, 0.0, labels).encode("utf-8"))
         for index, (name, _) in enumerate(PER_JOB_FAMILIES)
     )
 

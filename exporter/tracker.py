@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from exporter.jobs import Job, JobStatus, same_pending
-from exporter.rendering import job_info_labels, job_labels
+from exporter.rendering import escape_label_value, job_info_labels
 from exporter.selfmetrics import JobSummary
 
 if TYPE_CHECKING:
@@ -36,6 +36,10 @@ SKEW_MARGIN = 900.0
 _PRUNE_STEP = 60.0
 
 _STATUS_LABELS = tuple(s.label for s in JobStatus)
+_PENDING = JobStatus.PENDING  # an enum member looked up on its class is slow on a hot path
+
+# (cmd, instance_type) -> the shared end of the labels; a cloud has a few hundred of them.
+_MAX_TAILS = 10_000
 
 # Order of a job's fields in the state file (written once as a header, so a row is a list).
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
@@ -46,8 +50,16 @@ class TrackedJob:
     """One tracked job as rendering sees it; replaced, never mutated."""
 
     job: Job
-    labels: str  # escaped `cloud=..,job_id=..,cmd=..,instance_type=..` shared by every family
     finished_at: float | None  # exporter time at which it was first seen final
+    # The labels shared by every family are `head + escaped job ID + tail`: head and tail are
+    # strings shared by many jobs, so a job keeps no labels string of its own (~160 bytes).
+    head: str  # escaped `cloud="..",job_id="`
+    tail: str  # escaped `",cmd="..",instance_type=".."`
+
+    @property
+    def labels(self) -> str:
+        """The escaped `cloud=..,job_id=..,cmd=..,instance_type=..` of every family."""
+        return self.head + escape_label_value(self.job.job_id) + self.tail
 
     @property
     def info_labels(self) -> str:
@@ -64,8 +76,11 @@ class TrackerView:
     cloud: str
     now: float  # time of the last poll: ages are as of then
     jobs: list[TrackedJob]
+    aggregates: JobSummary | None = None  # kept up to date by the tracker, if it gave them
 
     def summary(self) -> JobSummary:
+        if self.aggregates is not None:
+            return self.aggregates
         return summarize(self.cloud, self.now, self.jobs)
 
 
@@ -118,19 +133,6 @@ def _compact(job: Job) -> Job:
     )
 
 
-def _label_fields(job: Job) -> tuple[str, ...]:
-    return (
-        job.cmd,
-        job.instance_type,
-        job.cmd_class,
-        job.instance_id,
-        job.account_id,
-        job.user_id,
-        job.result_type,
-        job.error,
-    )
-
-
 class JobTracker:
     """The job table of one cloud."""
 
@@ -155,7 +157,6 @@ class JobTracker:
         self._pruned_at = self._watermark
         self._now = -math.inf
         self._jobs: dict[str, TrackedJob] = {}
-        self._pending: dict[str, None] = {}  # insertion-ordered set of pending IDs
         self._finished: dict[str, float] = {}  # ID -> finished_at, oldest first
         # ID -> completion (or observation) time of every job observed in the histogram
         # whose completion is after the watermark; see _advance_watermark.
@@ -163,6 +164,14 @@ class JobTracker:
         self._configured: set[str] = set()
         self._configured_done: set[str] = set()  # configured, and gone (431) or expired
         self._refused: set[str] = set()  # refused for capacity, counted once each
+        # The aggregates, kept up to date as jobs come, change and go (see _count), so that
+        # a render does not recount 100,000 jobs.
+        self._counts: dict[tuple[str, str], int] = {}  # (cmd, status label) -> jobs
+        self._by_server: dict[str, int] = {}  # pending jobs per management server
+        self._oldest: dict[str, float] = {}  # cmd -> earliest `created` of its pending jobs
+        self._oldest_stale: set[str] = set()  # cmds whose earliest pending job went
+        self._head = f'cloud="{escape_label_value(cloud)}",job_id="'
+        self._tails: dict[tuple[str, str], str] = {}
         self.changed = True  # since the last render; the renderer clears it
         self.version = 0
         self._reported_size = -1
@@ -197,19 +206,24 @@ class JobTracker:
 
     def view(self) -> TrackerView:
         """A snapshot for rendering: cheap (a list copy), safe to read from another thread."""
-        return TrackerView(self.cloud, self.now, list(self._jobs.values()))
+        return TrackerView(self.cloud, self.now, list(self._jobs.values()), self.summary())
 
     def summary(self) -> JobSummary:
-        return summarize(self.cloud, self.now, self._jobs.values())
+        """The aggregates, equal to `summarize(cloud, now, jobs())`, without a pass over the
+        jobs (unless the earliest pending job of a command went: then one pass)."""
+        if self._oldest_stale:
+            self._recompute_oldest()
+        now = self.now
+        return JobSummary(
+            cloud=self.cloud,
+            jobs_by_cmd_status=dict(self._counts),
+            oldest_pending_age={cmd: now - created for cmd, created in self._oldest.items()},
+            pending_by_management_server=dict(self._by_server),
+        )
 
     def pending_by_management_server(self) -> dict[str, int]:
         """Pending jobs per `managementserverid` (4.19+); jobs without one are left out."""
-        counts: dict[str, int] = {}
-        for job_id in self._pending:
-            server = self._jobs[job_id].job.management_server_id
-            if server:
-                counts[server] = counts.get(server, 0) + 1
-        return counts
+        return dict(self._by_server)
 
     # --- feeding -----------------------------------------------------------------------------
 
@@ -225,7 +239,7 @@ class JobTracker:
         """IDs to query this cycle: tracked pending jobs absent from this cycle's listing
         (absence is no proof of completion: the list moves while it is paged), and
         configured jobs never seen. Finished jobs are never queried again."""
-        wanted = [i for i in self._pending if i not in listed]
+        wanted = [i for i, t in self._jobs.items() if t.finished_at is None and i not in listed]
         jobs, done, refused = self._jobs, self._configured_done, self._refused
         wanted.extend(
             i
@@ -259,11 +273,7 @@ class JobTracker:
         else:
             finished_at = None
         job = _compact(job)
-        if _label_fields(job) == _label_fields(old.job):
-            labels = old.labels
-        else:
-            labels = job_labels(self.cloud, job)
-        self._jobs[job_id] = TrackedJob(job, labels, finished_at)
+        self._put(job_id, self._tracked(job, finished_at), old)
         if finished_at is not None and old.finished_at is None:
             self._finish(job_id, job, finished_at, seen_pending=True)
         self._mark()
@@ -381,9 +391,7 @@ class JobTracker:
             job_id = tracked.job.job_id
             if job_id in self._jobs:
                 self._remove(job_id)
-            self._jobs[job_id] = tracked
-            if tracked.finished_at is None:
-                self._pending[job_id] = None
+            self._put(job_id, tracked)
         for tracked in finished:
             self._finished[tracked.job.job_id] = tracked.finished_at or 0.0
         self._mark()
@@ -422,7 +430,7 @@ class JobTracker:
         finished_at = _number(values.get("finished_at")) if job.status.final else None
         if job.status.final and finished_at is None:
             return None
-        return TrackedJob(job, job_labels(self.cloud, job), finished_at)
+        return self._tracked(job, finished_at)
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -454,18 +462,15 @@ class JobTracker:
         self._refused.discard(job_id)
         self._configured_done.discard(job_id)
         job = _compact(job)
-        labels = job_labels(self.cloud, job)
         if job.status.final:
-            self._jobs[job_id] = TrackedJob(job, labels, self._now)
+            self._put(job_id, self._tracked(job, self._now))
             self._finish(job_id, job, self._now, seen_pending=False)
         else:
-            self._jobs[job_id] = TrackedJob(job, labels, None)
-            self._pending[job_id] = None
+            self._put(job_id, self._tracked(job, None))
         self._mark()
         self._report_size()
 
     def _finish(self, job_id: str, job: Job, finished_at: float, *, seen_pending: bool) -> None:
-        self._pending.pop(job_id, None)
         self._finished[job_id] = finished_at
         if job_id in self._observed:
             return
@@ -479,9 +484,9 @@ class JobTracker:
 
     def _remove(self, job_id: str) -> None:
         tracked = self._jobs.pop(job_id, None)
-        self._pending.pop(job_id, None)
         self._finished.pop(job_id, None)
         if tracked is not None:
+            self._count(tracked.job, -1)
             if job_id in self._configured:
                 self._configured_done.add(job_id)  # finished and gone: never query again
             self._mark()
@@ -506,6 +511,68 @@ class JobTracker:
             watermark = self._watermark
             self._observed = {i: t for i, t in self._observed.items() if t > watermark}
             self._pruned_at = watermark
+
+    def _tracked(self, job: Job, finished_at: float | None) -> TrackedJob:
+        key = (job.cmd, job.instance_type)
+        tail = self._tails.get(key)
+        if tail is None:
+            e = escape_label_value
+            tail = f'",cmd="{e(job.cmd)}",instance_type="{e(job.instance_type)}"'
+            if len(self._tails) < _MAX_TAILS:
+                self._tails[key] = tail
+        return TrackedJob(job, finished_at, self._head, tail)
+
+    def _put(self, job_id: str, tracked: TrackedJob, old: TrackedJob | None = None) -> None:
+        """Store a record (replacing `old`, the current one, if given); counts follow."""
+        if old is not None:
+            self._count(old.job, -1)
+        self._jobs[job_id] = tracked
+        self._count(tracked.job, 1)
+
+    def _count(self, job: Job, delta: int) -> None:
+        """Add (1) or take away (-1) one job from the aggregates."""
+        cmd = job.cmd
+        key = (cmd, _STATUS_LABELS[job.status])
+        count = self._counts.get(key, 0) + delta
+        if count:
+            self._counts[key] = count
+        else:
+            del self._counts[key]
+        if job.status is not _PENDING:
+            return
+        server = job.management_server_id
+        if server:
+            count = self._by_server.get(server, 0) + delta
+            if count:
+                self._by_server[server] = count
+            else:
+                del self._by_server[server]
+        created = job.created
+        if created is None or cmd in self._oldest_stale:
+            return
+        oldest = self._oldest.get(cmd)
+        if delta > 0:
+            if oldest is None or created < oldest:
+                self._oldest[cmd] = created
+        elif created == oldest:
+            # Which pending job of this command is now the earliest is found when asked.
+            self._oldest_stale.add(cmd)
+
+    def _recompute_oldest(self) -> None:
+        stale = self._oldest_stale
+        oldest: dict[str, float] = {}
+        for tracked in self._jobs.values():
+            job = tracked.job
+            if job.status is _PENDING and job.cmd in stale and job.created is not None:
+                created = job.created
+                if created < oldest.get(job.cmd, math.inf):
+                    oldest[job.cmd] = created
+        for cmd in stale:
+            if cmd in oldest:
+                self._oldest[cmd] = oldest[cmd]
+            else:
+                self._oldest.pop(cmd, None)
+        stale.clear()
 
     def _report_size(self) -> None:
         size = len(self._jobs)
