@@ -65,3 +65,49 @@ async def test_a_hanging_cloud_does_not_delay_another(
         assert metrics.value("cloudstack_up", cloud="fast") == 1
         assert metrics.value("cloudstack_up", cloud="slow") == 0
         assert len(metrics.job_ids("fast")) == 2
+
+
+class _ListedPages(CloudStackClient):
+    """A client whose listing is given pages: the one way to list a job twice, as a listing
+    that moves while it is paged can."""
+
+    def __init__(self, pages: list[list[dict[str, object]]]) -> None:
+        super().__init__("http://127.0.0.1:9/client/api", api_key="k", secret_key="s")
+        self.pages = pages
+
+    async def list_async_jobs_pages(self, **_: object):  # type: ignore[override]
+        for page in self.pages:
+            yield page
+
+
+def _entry(proc_status: int) -> dict[str, object]:
+    return {
+        "jobid": "job-1",
+        "jobstatus": 0,
+        "jobprocstatus": proc_status,
+        "jobresultcode": 0,
+        "cmd": "org.apache.cloudstack.api.command.user.vm.StartVMCmd",
+        "jobinstancetype": "VirtualMachine",
+        "jobinstanceid": "vm-1",
+        "created": "2026-04-13T09:42:21+0000",
+    }
+
+
+async def test_a_job_listed_twice_ends_as_its_last_view() -> None:
+    url = "http://127.0.0.1:9/client/api"
+    cloud = CloudConfig(name="a", url=url, api_key="k", secret_key="s")
+    metrics = ExporterMetrics()
+    tracker = JobTracker("a", metrics.cloud("a"), retention=60, max_jobs=10, watermark=0)
+    client = _ListedPages([[_entry(0)]])
+    poller = CloudPoller(cloud, client, tracker, metrics.cloud("a"), clock=lambda: 1e9)
+    await poller.poll_once()
+    # A changed view, then the unchanged one (the tracked job itself): the last one counts.
+    client.pages = [[_entry(3)], [_entry(0)]]
+    await poller.poll_once()
+    tracked = tracker.get("job-1")
+    assert tracked is not None and tracked.job.proc_status == 0
+    client.pages = [[_entry(0)], [_entry(5)]]
+    await poller.poll_once()
+    tracked = tracker.get("job-1")
+    assert tracked is not None and tracked.job.proc_status == 5
+    await client.close()
