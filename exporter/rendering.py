@@ -1,8 +1,8 @@
 """Turns the trackers and the registry into the `/metrics` bytes, once per change.
 
 A scrape never walks the job table: `render()` (after a poll) builds the body and `body()`
-hands out cached bytes. The per-job families are written by hand from label strings each
-tracked job carries pre-escaped: at 100,000 jobs prometheus_client would build, sort and
+hands out cached bytes. The per-job families are written by hand from pre-escaped label parts each
+tracked job points to: at 100,000 jobs prometheus_client would build, sort and
 escape a label dict for every sample of every scrape, which costs far more than the scrape
 itself may. The body is held compressed, in pieces, and the pieces of jobs that did not
 change are reused from the last render (see the sections below). The registry part
