@@ -549,7 +549,7 @@ def report(points: list[Point], settings: Settings) -> bool:
             "  scrapes served / median",
             [f"{p.storm_scrapes} / {ms(p.storm_scrape_median)}" for p in points],
         ),
-        ("  scrapes refused (503: over 8 at once)", [str(p.storm_refused) for p in points]),
+        ("  scrapes refused (503: over the limit)", [str(p.storm_refused) for p in points]),
         ("exporter RSS after polling", [mib(p.rss) for p in points]),
         ("exporter RSS after the scrapes", [mib(p.rss_after_scrapes) for p in points]),
     ]
