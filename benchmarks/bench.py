@@ -282,16 +282,22 @@ async def bare_client_pass(session: aiohttp.ClientSession, api: str) -> tuple[in
         page += 1
 
 
-async def measure_bare(point: Point, api: str, runs: int) -> None:
+async def measure_bare(
+    point: Point, api: str, runs: int, between: Child | None = None, timeout: float = 0.0
+) -> list[float]:
+    """CPU seconds of `runs` bare passes; with `between`, each pass starts as one of that
+    exporter's cycles ends, so the two are measured under the same conditions."""
     cpu = []
     async with aiohttp.ClientSession() as session:
         for _ in range(runs):
+            if between is not None:
+                await between.wait_cycles(len(between.cycles()) + 1, timeout)
             start = time.process_time()
             jobs, point.bare_bytes = await bare_client_pass(session, api)
             cpu.append(time.process_time() - start)
             if jobs != point.n:
                 point.errors.append(f"bare client listed {jobs} jobs, expected {point.n}")
-    point.bare_cpu = statistics.median(cpu)
+    return cpu
 
 
 async def measure_generate_latest(point: Point, body_file: Path, runs: int) -> None:
@@ -370,7 +376,7 @@ async def measure_point(point: Point, settings: Settings, workdir: Path) -> None
     control = api.replace("/client/api", "/sim")
     exporter: Child | None = None
     try:
-        await measure_bare(point, api, runs=3)
+        bare = await measure_bare(point, api, runs=3)
         config = workdir / f"config-{point.n}.yaml"
         write_config(config, api, point.n, point.interval)
         started = time.monotonic()
@@ -397,6 +403,11 @@ async def measure_point(point: Point, settings: Settings, workdir: Path) -> None
         first = len(cycles)
         cycles = await exporter.wait_cycles(first + settings.steady_cycles + 1, timeout)
         steady = cycles[first:]
+        # The baseline again, interleaved with further cycles: machine load drifts, and
+        # both medians should come from the same stretch of it.
+        bare += await measure_bare(point, api, settings.steady_cycles, exporter, timeout)
+        point.bare_cpu = statistics.median(bare)
+        steady = exporter.cycles()[first:]
         point.cpu_per_cycle = statistics.median(
             b["cpu"] - a["cpu"] for a, b in itertools.pairwise(steady)
         )
