@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import platform
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import NoReturn
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import register_secret, setup_logging
+from exporter.web import parse_listen_address as web_listen_address
 
 PROG = "cloudstack-job-exporter"
 # Unused by the exporters on the Prometheus project's port list that we know of.
@@ -31,8 +30,6 @@ LOG_FORMATS = ("logfmt", "json")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 log = logging.getLogger("exporter.cli")
-
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -57,26 +54,12 @@ class Options:
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
-    """("host", port) from "HOST:PORT", ":PORT" (every interface) or "[::1]:PORT".
+    """("host", port) from "HOST:PORT", ":PORT" (every interface: host "") or "[::1]:PORT".
 
-    Raises ValueError with a one-line reason.
+    Raises ValueError with a one-line reason; the web server parses it the same way.
     """
-    host, sep, port_text = value.rpartition(":")
-    if not sep:
-        raise ValueError(f"{value!r} is not HOST:PORT or :PORT")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{value!r} has no valid port (0-65535)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
-    elif ":" in host:
-        raise ValueError(f"{value!r}: put an IPv6 address in brackets, e.g. [::1]:{port_text}")
-    elif host and not _HOSTNAME_RE.fullmatch(host):
-        raise ValueError(f"{value!r}: {host!r} is not a host name or IPv4 address")
-    return host, int(port_text)
+    host, port = web_listen_address(value)
+    return host or "", port
 
 
 def _listen_address(value: str) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
+import ipaddress
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -349,6 +351,9 @@ def make_app(
 # --------------------------------------------------------------------------- serving
 
 
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
 def parse_listen_address(address: str) -> tuple[str | None, int]:
     """ "HOST:PORT", ":PORT" (every interface) or "[IPv6]:PORT" -> (host or None, port)."""
     address = address.strip()
@@ -358,12 +363,18 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
             raise ValueError(f"listen address {address!r}: expected [IPv6]:PORT")
         host: str | None = address[1:end]
         port_text = address[end + 2 :]
+        try:
+            ipaddress.IPv6Address(host or "")
+        except ValueError:
+            raise ValueError(f"listen address {address!r}: {host!r} is not IPv6") from None
     else:
         host, sep, port_text = address.rpartition(":")
         if not sep:
-            raise ValueError(f"listen address {address!r}: expected HOST:PORT or :PORT")
+            raise ValueError(f"listen address {address!r} is not HOST:PORT or :PORT")
         if ":" in host:
             raise ValueError(f"listen address {address!r}: put an IPv6 address in brackets")
+        if host and not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"listen address {address!r}: {host!r} is not a host name")
     if not host:
         host = None
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
