@@ -86,7 +86,7 @@ class Settings:
         return 1.0 if self.smoke else max(1.0, n / 20_000)
 
 
-FULL = Settings((1_000, 10_000, 100_000), 3, 5, 3, 3, smoke=False)
+FULL = Settings((1_000, 10_000, 100_000), 7, 5, 3, 3, smoke=False)
 SMOKE = Settings((100, 400), 2, 2, 2, 1, smoke=True)
 
 
@@ -97,10 +97,12 @@ class Point:
     n: int
     interval: float
     bare_cpu: float = math.nan
+    bare_range: tuple[float, float] = (math.nan, math.nan)
     bare_bytes: int = 0
     discovery_cycles: int = 0
     discovery_seconds: float = math.nan
     cpu_per_cycle: float = math.nan
+    cpu_range: tuple[float, float] = (math.nan, math.nan)
     cycle_wall: float = math.nan
     rss: int = 0  # bytes, after the steady cycles (only gzip scrapes so far: none)
     rss_after_scrapes: int = 0
@@ -407,10 +409,11 @@ async def measure_point(point: Point, settings: Settings, workdir: Path) -> None
         # both medians should come from the same stretch of it.
         bare += await measure_bare(point, api, settings.steady_cycles, exporter, timeout)
         point.bare_cpu = statistics.median(bare)
+        point.bare_range = (min(bare), max(bare))
         steady = exporter.cycles()[first:]
-        point.cpu_per_cycle = statistics.median(
-            b["cpu"] - a["cpu"] for a, b in itertools.pairwise(steady)
-        )
+        per_cycle = [b["cpu"] - a["cpu"] for a, b in itertools.pairwise(steady)]
+        point.cpu_per_cycle = statistics.median(per_cycle)
+        point.cpu_range = (min(per_cycle), max(per_cycle))
         point.cycle_wall = statistics.median(c["end"] - c["start"] for c in steady)
         point.drift_idle, _ = lateness(cycles[1:], point.interval)
         await asyncio.sleep(point.interval / 2)  # the last render is done
@@ -525,6 +528,10 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms"
 
 
+def spread(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0] * 1000:,.0f} - {bounds[1] * 1000:,.0f} ms"
+
+
 def mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
@@ -541,8 +548,10 @@ def report(points: list[Point], settings: Settings) -> bool:
         ("  jobs that left the list", [str(p.left) for p in points]),
         ("  expected ceil(pending/500) + left", [str(p.expected_with_left) for p in points]),
         ("  naive poller (a query per job)", [f"{p.n:,}" for p in points]),
-        ("exporter CPU per cycle", [ms(p.cpu_per_cycle) for p in points]),
-        ("bare aiohttp fetch+decode CPU", [ms(p.bare_cpu) for p in points]),
+        ("exporter CPU per cycle, median", [ms(p.cpu_per_cycle) for p in points]),
+        ("  min - max", [spread(p.cpu_range) for p in points]),
+        ("bare aiohttp fetch+decode CPU, median", [ms(p.bare_cpu) for p in points]),
+        ("  min - max", [spread(p.bare_range) for p in points]),
         ("  ratio (target <= 2)", [f"{p.cpu_ratio:.2f}" for p in points]),
         ("cycle wall time (listing)", [ms(p.cycle_wall) for p in points]),
         ("listAsyncJobs bytes per cycle", [mib(p.bare_bytes) for p in points]),

@@ -7,10 +7,13 @@ uses the same fields in both (AsyncJobResponse).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
 from typing import Any
+
+import orjson
 
 ERROR_TEXT_LIMIT = 256
 
@@ -53,15 +56,31 @@ class Job:
     completed: float | None  # Unix seconds; only for finished jobs
     error: str  # errortext of a failure, cut to ERROR_TEXT_LIMIT; "" otherwise
     result_object: str  # object name of a success result, e.g. "virtualmachine"
-    management_server_id: str
+    management_server_id: str  # 4.19+, only while the job runs
+    # Newer servers name the owner and the management server too; "" when absent.
+    account: str = ""
+    domain_id: str = ""
+    domain_path: str = ""
+    management_server_name: str = ""  # 4.21+
 
 
 def short_cmd(cmd_class: str) -> str:
     """`org.apache...admin.vm.StartVMCmdByAdmin` -> `StartVMCmd`."""
+    name = _SHORT_CMDS.get(cmd_class)
+    if name is not None:
+        return name
     name = cmd_class.rpartition(".")[2]
     if name.endswith("ByAdmin") and len(name) > len("ByAdmin"):
         name = name[: -len("ByAdmin")]
+    name = sys.intern(name)
+    if len(_SHORT_CMDS) < _MAX_SHORT_CMDS:
+        _SHORT_CMDS[cmd_class] = name
     return name
+
+
+# cmd class -> short name. A cloud has a few hundred commands; the bound is for hostile servers.
+_SHORT_CMDS: dict[str, str] = {}
+_MAX_SHORT_CMDS = 10_000
 
 
 def is_api_job(cmd_class: str) -> bool:
@@ -119,9 +138,16 @@ def _date(obj: dict[str, Any], key: str) -> float | None:
     if not isinstance(value, str):
         raise MalformedJob(f"{key}: expected a date string, got {type(value).__name__}")
     try:
-        return parse_date(value)
+        return _cached_date(value)
     except ValueError as exc:
         raise MalformedJob(f"{key}: {exc}") from None
+
+
+def _shared(obj: dict[str, Any], key: str) -> str:
+    """A text field whose values repeat across jobs (command, account, server...): one
+    string object for all of them. At 100,000 jobs the copies would cost tens of MB, all the
+    more as a whole listing is parsed before it is applied."""
+    return sys.intern(_text(obj, key))
 
 
 def _result(obj: dict[str, Any], status: JobStatus) -> tuple[str, str]:
@@ -142,90 +168,33 @@ def _result(obj: dict[str, Any], status: JobStatus) -> tuple[str, str]:
     return "", ""
 
 
-_SHORT_CMDS: dict[str, str] = {}  # cmd class -> short_cmd(); a cloud has a few hundred
-_NONE = type(None)
-_PENDING = JobStatus.PENDING  # an enum member looked up on its class is slow on a hot path
+def fingerprint(obj: Any) -> int | None:
+    """A fingerprint of an API job object's exact JSON, or None if it has none.
 
-
-def same_pending(job: Job, obj: Any) -> bool:
-    """True when `job` is pending and parse_job(obj) would return a Job equal to it.
-
-    The steady state of a big cloud is the same pending jobs listed cycle after cycle; this
-    answers that without building a Job (a fraction of parse_job's cost). It is conservative:
-    any doubt (another type, a finished status, a field it does not recognise) is False, and
-    the caller parses.
+    The steady state of a big cloud is the same pending jobs listed cycle after cycle. A
+    listed entry whose fingerprint equals that of the entry a tracked job was parsed from is
+    the same JSON text, byte for byte (to a 64-bit hash), so parse_job would return the same
+    Job: the poller skips the parse. Re-serialising is exact where comparing decoded values
+    is not (`0`, `0.0` and `false` are equal in Python); a reordered object only costs a parse.
     """
-    if type(obj) is not dict or job.status is not _PENDING:
-        return False
-    get = obj.get
-    status = get("jobstatus")
-    if get("jobid") != job.job_id or status != 0 or type(status) is not int:
-        return False
-    # A missing code is 0 to the parser; a present one must be a true int (not a bool).
-    code = get("jobresultcode")
-    if code is None:
-        if job.result_code:
-            return False
-    elif code != job.result_code or type(code) is not int:
-        return False
-    code = get("jobprocstatus")
-    if code is None:
-        if job.proc_status:
-            return False
-    elif code != job.proc_status or type(code) is not int:
-        return False
-    # Only a str equals a str, so a null, a number or anything else fails here (an explicit
-    # null is left to the full parse).
-    if (
-        get("cmd", ""),
-        get("jobinstancetype", ""),
-        get("jobinstanceid", ""),
-        get("accountid", ""),
-        get("userid", ""),
-        get("jobresulttype", ""),
-        get("managementserverid", ""),
-    ) != (
-        job.cmd_class,
-        job.instance_type,
-        job.instance_id,
-        job.account_id,
-        job.user_id,
-        job.result_type,
-        job.management_server_id,
-    ):
-        return False
-    cmd = _SHORT_CMDS.get(job.cmd_class)
-    if cmd is None:
-        cmd = short_cmd(job.cmd_class)
-        if len(_SHORT_CMDS) < 10_000:
-            _SHORT_CMDS[job.cmd_class] = cmd
-    if cmd != job.cmd or job.completed is not None or job.error or job.result_object:
-        return False
-    if type(get("jobresult")) not in (_NONE, str, dict):
-        return False
-    created = get("created")
-    if created is None or created == "":
-        return job.created is None
-    if type(created) is not str:
-        return False
     try:
-        return _created(created) == job.created
-    except ValueError:
-        return False
+        return hash(orjson.dumps(obj))
+    except TypeError:  # orjson.JSONEncodeError: integers beyond 64 bits, say
+        return None
 
 
 # CloudStack lists jobs by ID, that is in creation order, so neighbours in a listing often
-# share their `created` second: the last one parsed is kept.
-_last_created: tuple[str, float] = ("", 0.0)
+# share their `created` second: the last date parsed is kept, and its float shared.
+_last_date: tuple[str, float] = ("", 0.0)
 
 
-def _created(value: str) -> float:
-    global _last_created
-    last = _last_created
+def _cached_date(value: str) -> float:
+    global _last_date
+    last = _last_date
     if value == last[0]:
         return last[1]
     parsed = parse_date(value)
-    _last_created = (value, parsed)
+    _last_date = (value, parsed)
     return parsed
 
 
@@ -245,7 +214,7 @@ def parse_job(obj: Any) -> Job:
         # CloudStack leaves out what it lacks (pseudo jobs have no cmd) and never sends null;
         # a null cmd read as "no command" would relabel a known job.
         raise MalformedJob("cmd: null")
-    cmd_class = _text(obj, "cmd")
+    cmd_class = _shared(obj, "cmd")
     error, result_object = _result(obj, status)
     return Job(
         job_id=job_id,
@@ -254,14 +223,18 @@ def parse_job(obj: Any) -> Job:
         proc_status=_int(obj, "jobprocstatus", 0),
         cmd_class=cmd_class,
         cmd=short_cmd(cmd_class),
-        instance_type=_text(obj, "jobinstancetype"),
+        instance_type=_shared(obj, "jobinstancetype"),
         instance_id=_text(obj, "jobinstanceid"),
-        account_id=_text(obj, "accountid"),
-        user_id=_text(obj, "userid"),
-        result_type=_text(obj, "jobresulttype"),
+        account_id=_shared(obj, "accountid"),
+        user_id=_shared(obj, "userid"),
+        result_type=_shared(obj, "jobresulttype"),
         created=_date(obj, "created"),
         completed=_date(obj, "completed") if status.final else None,
         error=error,
-        result_object=result_object,
-        management_server_id=_text(obj, "managementserverid"),
+        result_object=sys.intern(result_object),
+        management_server_id=_shared(obj, "managementserverid"),
+        account=_shared(obj, "account"),
+        domain_id=_shared(obj, "domainid"),
+        domain_path=_shared(obj, "domainpath"),
+        management_server_name=_shared(obj, "managementservername"),
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from exporter.errors import CloudStackError, JobNotFound, PermissionDenied, Throttled
-from exporter.jobs import Job, MalformedJob, parse_job
+from exporter.jobs import Job, MalformedJob, fingerprint, parse_job
 from exporter.sources import CommandFilter, JobIdSource
 
 if TYPE_CHECKING:
@@ -109,12 +109,13 @@ class CloudPoller:
             return listed
         # Digested page by page (a page's objects die young), applied once every page came:
         # a listing that fails half-way changes nothing, as if it had been read whole.
-        accepted: list[Job] = []
+        accepted: list[tuple[Job, int | None]] = []  # with the entry's fingerprint
         parsed: set[str] = set()  # IDs of the jobs in `accepted`
         skipped: dict[str, int] = {}
         malformed = 0
         problem = ""
         unchanged = self.tracker.listed_unchanged
+        rejection = self._filter.rejection
         async for page in self.client.list_async_jobs_pages(
             listall=d.listall,
             account=d.account,
@@ -123,7 +124,8 @@ class CloudPoller:
         ):
             for entry in page:
                 # Most listed jobs are tracked already and did not change: no parse for them.
-                job = unchanged(entry)
+                stamp = fingerprint(entry)
+                job = unchanged(entry, stamp)
                 fresh = job is None
                 if job is None:
                     try:
@@ -137,15 +139,15 @@ class CloudPoller:
                             listed.add(job_id)
                         continue
                 listed.add(job.job_id)
-                reason = self._filter.rejection(job.cmd_class)
+                reason = rejection(job.cmd_class)
                 if reason is None or job.job_id in configured:
                     # Applying the tracked Job itself changes nothing, so it is skipped;
                     # unless a view listed earlier (a page moved) changed it this cycle.
                     if fresh:
-                        accepted.append(job)
+                        accepted.append((job, stamp))
                         parsed.add(job.job_id)
                     elif job.job_id in parsed:
-                        accepted.append(job)
+                        accepted.append((job, stamp))
                 else:
                     skipped[reason] = skipped.get(reason, 0) + 1
         result.malformed += malformed
@@ -153,8 +155,8 @@ class CloudPoller:
         for reason, count in skipped.items():
             result.skipped[reason] = result.skipped.get(reason, 0) + count
         now = self._clock()
-        for job in accepted:
-            self.tracker.apply(job, now)
+        for job, stamp in accepted:
+            self.tracker.apply(job, now, stamp)
         result.listed = len(listed)
         return listed
 

@@ -73,7 +73,9 @@ PER_JOB_FAMILIES: tuple[tuple[str, str], ...] = (
     (
         "cloudstack_async_job_info",
         "Identity of the async job, always 1: command class, instance, account and user IDs, "
-        "result type, and the errortext of a failure (cut to 256 characters).",
+        "result type, the errortext of a failure (cut to 256 characters), the object a "
+        "success returned (jobresult), and, from newer servers, the account name, domain and "
+        "the management server running the job.",
     ),
 )
 
@@ -114,7 +116,11 @@ def job_info_labels(job: Job) -> str:
     return (
         f',cmd_class="{e(job.cmd_class)}",instance_id="{e(job.instance_id)}",'
         f'account_id="{e(job.account_id)}",user_id="{e(job.user_id)}",'
-        f'result_type="{e(job.result_type)}",error="{e(job.error)}"'
+        f'result_type="{e(job.result_type)}",error="{e(job.error)}",'
+        f'result_object="{e(job.result_object)}",account="{e(job.account)}",'
+        f'domain_id="{e(job.domain_id)}",domain_path="{e(job.domain_path)}",'
+        f'management_server_id="{e(job.management_server_id)}",'
+        f'management_server_name="{e(job.management_server_name)}"'
     )
 
 

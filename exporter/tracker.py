@@ -13,10 +13,10 @@ import logging
 import math
 import sys
 from collections.abc import Iterable, Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from exporter.jobs import Job, JobStatus, same_pending
+from exporter.jobs import Job, JobStatus
 from exporter.rendering import escape_label_value, job_info_labels
 from exporter.selfmetrics import JobSummary
 
@@ -55,6 +55,10 @@ class TrackedJob:
     # strings shared by many jobs, so a job keeps no labels string of its own (~160 bytes).
     head: str  # escaped `cloud="..",job_id="`
     tail: str  # escaped `",cmd="..",instance_type=".."`
+    # jobs.fingerprint() of the listing entry the job was last read from (None when it came
+    # from a query or the state file): an identical entry next cycle needs no parse. Not a
+    # property of the job, so records differing only here are equal (no re-render).
+    fingerprint: int | None = field(default=None, compare=False)
 
     @property
     def labels(self) -> str:
@@ -110,27 +114,28 @@ def summarize(cloud: str, now: float, jobs: Iterable[TrackedJob]) -> JobSummary:
     )
 
 
+# Job fields whose values repeat across jobs; parse_job shares them already.
+_SHARED_FIELDS = (
+    "cmd_class",
+    "cmd",
+    "instance_type",
+    "account_id",
+    "user_id",
+    "result_type",
+    "result_object",
+    "management_server_id",
+    "account",
+    "domain_id",
+    "domain_path",
+    "management_server_name",
+)
+
+
 def _compact(job: Job) -> Job:
-    """Share the strings that repeat across jobs (command, type, account...) to save memory."""
+    """A restored job with the strings that repeat across jobs shared, as parse_job does."""
     intern = sys.intern
-    return Job(
-        job_id=job.job_id,
-        status=job.status,
-        result_code=job.result_code,
-        proc_status=job.proc_status,
-        cmd_class=intern(job.cmd_class),
-        cmd=intern(job.cmd),
-        instance_type=intern(job.instance_type),
-        instance_id=job.instance_id,
-        account_id=intern(job.account_id),
-        user_id=intern(job.user_id),
-        result_type=intern(job.result_type),
-        created=job.created,
-        completed=job.completed,
-        error=job.error,
-        result_object=intern(job.result_object),
-        management_server_id=intern(job.management_server_id),
-    )
+    shared: dict[str, Any] = {f: intern(getattr(job, f)) for f in _SHARED_FIELDS}
+    return dataclasses.replace(job, **shared)
 
 
 class JobTracker:
@@ -248,15 +253,20 @@ class JobTracker:
         )
         return wanted
 
-    def apply(self, job: Job, now: float) -> None:
-        """A fresh view of one job, from the pending list or from a query."""
+    def apply(self, job: Job, now: float, fingerprint: int | None = None) -> None:
+        """A fresh view of one job, from the pending list (with the entry's fingerprint) or
+        from a query."""
         self._touch(now)
         job_id = job.job_id
         old = self._jobs.get(job_id)
         if old is None:
-            self._track_new(job)
+            self._track_new(job, fingerprint)
             return
         if old.job is job or old.job == job:
+            if fingerprint is not None and fingerprint != old.fingerprint:
+                # Same job, other text (keys reordered, say): remember it, or it is parsed
+                # again every cycle. Equal records: nothing to count or re-render.
+                self._jobs[job_id] = dataclasses.replace(old, fingerprint=fingerprint)
             return
         if old.job.status.final:
             if not job.status.final:
@@ -272,24 +282,22 @@ class JobTracker:
             finished_at = self._now
         else:
             finished_at = None
-        job = _compact(job)
-        self._put(job_id, self._tracked(job, finished_at), old)
+        self._put(job_id, self._tracked(job, finished_at, fingerprint), old)
         if finished_at is not None and old.finished_at is None:
             self._finish(job_id, job, finished_at, seen_pending=True)
         self._mark()
 
-    def listed_unchanged(self, entry: Any) -> Job | None:
-        """The tracked Job when a listAsyncJobs entry shows nothing new about it, else None.
-
-        The poller hands that Job back to `apply`, which then has nothing to do: a listed
-        job that did not change costs no parse_job."""
-        if type(entry) is not dict:
+    def listed_unchanged(self, entry: Any, fingerprint: int | None) -> Job | None:
+        """The tracked Job when a listAsyncJobs entry is the very entry it was last read from
+        (same jobs.fingerprint), else None: a listed job that did not change costs no
+        parse_job, and the poller has nothing to apply."""
+        if fingerprint is None or type(entry) is not dict:
             return None
         job_id = entry.get("jobid")
         if type(job_id) is not str:
             return None
         tracked = self._jobs.get(job_id)
-        if tracked is not None and same_pending(tracked.job, entry):
+        if tracked is not None and tracked.fingerprint == fingerprint:
             return tracked.job
         return None
 
@@ -403,25 +411,27 @@ class JobTracker:
         values = dict(zip(fields, row, strict=True))
         try:
             kwargs: dict[str, Any] = {}
-            for field in dataclasses.fields(Job):
-                value = values.get(field.name)
-                if field.name == "status":
+            for spec in dataclasses.fields(Job):
+                # A field newer than the file has its default (older state files load).
+                default = None if spec.default is dataclasses.MISSING else spec.default
+                value = values.get(spec.name, default)
+                if spec.name == "status":
                     if not isinstance(value, int):
                         return None
                     kwargs["status"] = JobStatus(value)
-                elif field.name in ("result_code", "proc_status"):
+                elif spec.name in ("result_code", "proc_status"):
                     if not isinstance(value, int) or isinstance(value, bool):
                         return None
-                    kwargs[field.name] = value
-                elif field.name in ("created", "completed"):
+                    kwargs[spec.name] = value
+                elif spec.name in ("created", "completed"):
                     number = _number(value)
                     if value is not None and number is None:
                         return None
-                    kwargs[field.name] = number
+                    kwargs[spec.name] = number
                 else:
                     if not isinstance(value, str):
                         return None
-                    kwargs[field.name] = value
+                    kwargs[spec.name] = value
             job = _compact(Job(**kwargs))
         except (TypeError, ValueError):
             return None
@@ -444,7 +454,7 @@ class JobTracker:
         self.changed = True
         self.version += 1
 
-    def _track_new(self, job: Job) -> None:
+    def _track_new(self, job: Job, fingerprint: int | None = None) -> None:
         job_id = job.job_id
         if len(self._jobs) >= self.max_jobs:
             if self._finished:
@@ -461,12 +471,11 @@ class JobTracker:
                 return
         self._refused.discard(job_id)
         self._configured_done.discard(job_id)
-        job = _compact(job)
         if job.status.final:
-            self._put(job_id, self._tracked(job, self._now))
+            self._put(job_id, self._tracked(job, self._now, fingerprint))
             self._finish(job_id, job, self._now, seen_pending=False)
         else:
-            self._put(job_id, self._tracked(job, None))
+            self._put(job_id, self._tracked(job, None, fingerprint))
         self._mark()
         self._report_size()
 
@@ -512,7 +521,9 @@ class JobTracker:
             self._observed = {i: t for i, t in self._observed.items() if t > watermark}
             self._pruned_at = watermark
 
-    def _tracked(self, job: Job, finished_at: float | None) -> TrackedJob:
+    def _tracked(
+        self, job: Job, finished_at: float | None, fingerprint: int | None = None
+    ) -> TrackedJob:
         key = (job.cmd, job.instance_type)
         tail = self._tails.get(key)
         if tail is None:
@@ -520,7 +531,7 @@ class JobTracker:
             tail = f'",cmd="{e(job.cmd)}",instance_type="{e(job.instance_type)}"'
             if len(self._tails) < _MAX_TAILS:
                 self._tails[key] = tail
-        return TrackedJob(job, finished_at, self._head, tail)
+        return TrackedJob(job, finished_at, self._head, tail, fingerprint)
 
     def _put(self, job_id: str, tracked: TrackedJob, old: TrackedJob | None = None) -> None:
         """Store a record (replacing `old`, the current one, if given); counts follow."""

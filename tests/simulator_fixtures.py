@@ -166,8 +166,10 @@ async def sim_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def _running(timezone: str, seed: int) -> AsyncIterator[SimHandle]:
-    config = SimulatorConfig(directory=Directory(), timezone=parse_timezone(timezone), seed=seed)
+async def _running(timezone: str, seed: int, version: str) -> AsyncIterator[SimHandle]:
+    config = SimulatorConfig(
+        directory=Directory(), timezone=parse_timezone(timezone), seed=seed, version=version
+    )
     sim = Simulator(config)
     await sim.start("127.0.0.1", 0, control_port=0)
     try:
@@ -179,12 +181,14 @@ async def _running(timezone: str, seed: int) -> AsyncIterator[SimHandle]:
 
 @pytest.fixture
 async def simulator() -> AsyncIterator[SimHandle]:
-    async for handle in _running("-0700", seed=7):
+    # 4.21 shows every optional field (managementservername included).
+    async for handle in _running("-0700", seed=7, version="4.21.0.0"):
         yield handle
 
 
 @pytest.fixture
 async def second_simulator() -> AsyncIterator[SimHandle]:
-    """Another, independent management server (another zone and seed): a second cloud."""
-    async for handle in _running("+0530", seed=11):
+    """Another, independent management server (another zone, seed and release): a second
+    cloud."""
+    async for handle in _running("+0530", seed=11, version="4.19.0.0"):
         yield handle

@@ -60,6 +60,17 @@ def assert_job_matches_truth(metrics: Metrics, cloud: str, truth: dict) -> None:
         expected_error = str(result.get("errortext", ""))[:256]
     assert info_labels["error"] == expected_error
     assert info_labels["result_type"] == (truth["result_type"] or "")
+    # Every other field of the job's API view is reachable too.
+    api = truth["api"]
+    assert info_labels["account"] == api.get("account", "")
+    assert info_labels["domain_id"] == api.get("domainid", "")
+    assert info_labels["domain_path"] == api.get("domainpath", "")
+    assert info_labels["management_server_id"] == api.get("managementserverid", "")
+    assert info_labels["management_server_name"] == api.get("managementservername", "")
+    expected_object = ""
+    if truth["status"] == 1 and isinstance(result, dict) and len(result) == 1:
+        expected_object = next(iter(result))
+    assert info_labels["result_object"] == expected_object
 
 
 async def truth_with_unix(sim: SimHandle, job_id: str) -> dict:

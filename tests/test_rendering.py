@@ -156,7 +156,15 @@ def test_per_job_values_equal_the_jobs_given(setup: Setup) -> None:
         "user_id": "user-1",
         "result_type": "object",
         "error": "x" * 256,
+        "result_object": "",
+        "account": "",
+        "domain_id": "",
+        "domain_path": "",
+        "management_server_id": "",
+        "management_server_name": "",
     }
+    (ok_info,) = [s for s in found["cloudstack_async_job_info"] if s.labels["job_id"] == "ok-1"]
+    assert ok_info.labels["result_object"] == "volume"
 
 
 def test_aggregates(setup: Setup) -> None:

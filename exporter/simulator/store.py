@@ -399,6 +399,7 @@ class JobStore:
             "due": job.due,
             "planned": None if job.status != PENDING else vars_of(job.outcome),
             "managementserverid": job.msid,
+            "api": self.response(job),  # what queryAsyncJobResult shows of it now
         }
 
     def stats(self) -> dict[str, int]:
