@@ -656,9 +656,7 @@ def _parse_json(body: bytes) -> object:
 
 
 def _same_page(batch: list[Any], previous: list[Any]) -> bool:
-    return (
-        len(batch) == len(previous) and batch[0] == previous[0] and batch[-1] == previous[-1]
-    )
+    return len(batch) == len(previous) and batch[0] == previous[0] and batch[-1] == previous[-1]
 
 
 def _inner(command: str, data: object) -> dict[str, Any] | None:

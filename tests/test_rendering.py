@@ -26,7 +26,9 @@ from exporter.tracker import JobTracker
 T0 = 1_776_000_000.0
 NOW = T0 + 100.5  # time of the last poll
 PER_JOB = {name for name, _ in PER_JOB_FAMILIES}
-HOSTILE = 'quote " backslash \\ newline \n tab \t unicode é ✓ 日本 \\n literal } { = ,'
+HOSTILE = (
+    'quote " backslash \\ newline \n tab \t unicode é ✓ 日本 \\n literal } { = , percent %s %% %.3f'
+)
 
 
 def iso(ts: float) -> str:
