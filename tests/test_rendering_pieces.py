@@ -11,9 +11,11 @@ import random
 import zlib
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exporter import rendering
 from exporter.jobs import parse_job
 from exporter.rendering import (
     Renderer,
@@ -33,16 +35,39 @@ def test_crc_combine_is_the_crc_of_the_concatenation(a: bytes, b: bytes) -> None
     assert crc_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
-@given(st.lists(st.binary(max_size=2000), max_size=8))
-def test_pieces_make_one_gzip_member_and_inflate_back(parts: list[bytes]) -> None:
-    pieces = [deflate(p) for p in parts]
+# The pieces are compressed with ISA-L where it is installed, else with zlib: both must
+# make the same stream, and a mix of them too (a render reuses older pieces).
+CODECS = [zlib, *([rendering.codec] if rendering.codec is not zlib else [])]
+
+
+@given(
+    st.lists(st.tuples(st.binary(max_size=2000), st.sampled_from(CODECS)), max_size=8),
+    st.sampled_from(CODECS),
+)
+def test_pieces_make_one_gzip_member_and_inflate_back(
+    given_parts: list[tuple[bytes, Any]], inflating: Any
+) -> None:
+    parts = [p for p, _ in given_parts]
+    with pytest.MonkeyPatch.context() as patch:
+        pieces = []
+        for part, codec in given_parts:
+            patch.setattr(rendering, "codec", codec)
+            pieces.append(deflate(part))
+        patch.setattr(rendering, "codec", inflating)
+        assert inflate_pieces(pieces) == b"".join(parts)
     whole = b"".join(parts)
     packed = gzip_pieces(pieces)
     assert gzip.decompress(packed) == whole
     # One member, as strict readers (zlib with a gzip wrapper) expect.
     inflater = zlib.decompressobj(31)
     assert inflater.decompress(packed) == whole and inflater.eof and not inflater.unused_data
-    assert inflate_pieces(pieces) == whole
+
+
+def test_the_fast_codec_is_there_where_it_has_wheels() -> None:
+    import platform
+
+    if platform.machine() in ("x86_64", "aarch64", "AMD64", "arm64"):
+        assert rendering.codec is not zlib, "isal is a dependency on this platform"
 
 
 def raw_job(n: int, **fields: Any) -> dict[str, Any]:
