@@ -250,8 +250,12 @@ def gzip_pieces(pieces: Iterable[Piece]) -> bytes:
 
 
 def inflate_pieces(pieces: Iterable[Piece]) -> bytes:
-    inflater = codec.decompressobj(-15)
-    return b"".join([inflater.decompress(p.data) for p in pieces if p.size])
+    """The text of the pieces. Inflated in one call into a buffer of the known size: chunk by
+    chunk and joined, the body (125 MB at 100,000 jobs) would be held twice at the peak, and
+    the allocator keeps what a peak took."""
+    present = [p for p in pieces if p.size]
+    stream = b"".join([*(p.data for p in present), _FINAL_BLOCK])
+    return codec.decompress(stream, -15, max(1, sum(p.size for p in present)))
 
 
 # --- per-job pieces, cached by segment ---------------------------------------------------
