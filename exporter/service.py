@@ -77,6 +77,7 @@ class Service:
         self._runner: Any = None
         self._render_task: asyncio.Task[None] | None = None
         self._render_dirty = False
+        self._rendered: dict[str, int] = {}  # cycles per cloud that the served body shows
         self._save_task: asyncio.Task[None] | None = None
         self._save_dirty = False
         self._restored: Mapping[str, Any] = {}
@@ -87,8 +88,9 @@ class Service:
     # -- readiness ---------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """Every cloud polled once, successfully or not."""
-        return bool(self.clouds) and all(c.poller.cycles > 0 for c in self.clouds.values())
+        """Every cloud polled once, successfully or not, and /metrics showing it: a scrape
+        right after readiness must not get the body rendered before the first polls."""
+        return bool(self.clouds) and all(self._rendered.get(name, 0) > 0 for name in self.clouds)
 
     # -- start and stop ----------------------------------------------------------------------
 
@@ -182,10 +184,14 @@ class Service:
     async def _render_loop(self) -> None:
         while self._render_dirty:
             self._render_dirty = False
+            # Read right before render_async takes its snapshot, with no await in between.
+            polled = {name: c.poller.cycles for name, c in self.clouds.items()}
             try:
                 await self.renderer.render_async()
             except Exception:  # the last good bytes stay served
                 log.exception("rendering /metrics failed")
+            else:
+                self._rendered.update(polled)
 
     async def _save_loop(self) -> None:
         while self._save_dirty:

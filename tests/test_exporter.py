@@ -118,6 +118,45 @@ async def test_discovers_pending_jobs_and_exports_them_as_the_server_reports(
         assert status == 200
 
 
+async def test_ready_only_once_metrics_show_the_first_polls(
+    simulator: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A readiness probe that passes promises a /metrics with every cloud polled, even
+    while the render after the first poll is still running."""
+    import asyncio
+    import time
+
+    from exporter.cli import Options
+    from exporter.config import load_config
+    from exporter.rendering import Renderer
+    from exporter.service import Service
+
+    build = Renderer.build
+
+    def slow_build(self: Renderer, snapshot: object) -> object:
+        time.sleep(0.3)
+        return build(self, snapshot)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Renderer, "build", slow_build)
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    service = Service(load_config(str(config)), Options(listen_address="127.0.0.1:0"))
+    await service.start()
+    try:
+        poller = service.clouds["a"].poller
+        while poller.cycles == 0:
+            await asyncio.sleep(0.01)
+        assert not service.ready()  # polled, but /metrics does not show it yet
+        assert b'cloudstack_up{cloud="a"}' not in service.renderer.body()
+        for _ in range(300):
+            if service.ready():
+                break
+            await asyncio.sleep(0.01)
+        assert service.ready()
+        assert b'cloudstack_up{cloud="a"} 1.0' in service.renderer.body()
+    finally:
+        await service.stop()
+
+
 async def test_every_final_shape_is_exported_and_observed_exactly_once(
     simulator: SimHandle, tmp_path: Path
 ) -> None:
