@@ -314,6 +314,10 @@ class _SegmentCache:
                     segment = self._segments.get(key)
                     if segment is None or segment.jobs != jobs:
                         segment = _render_segment(jobs)
+                    elif segment.jobs is not jobs:
+                        # Equal records may be new objects (a fingerprint moved): keep the
+                        # current ones, so that replaced records are not held on to.
+                        segment = _Segment(jobs, segment.pieces, segment.ages, segment.created)
                     fresh[key] = segment
                     for index, piece in enumerate(segment.pieces):
                         if index == AGE:

@@ -237,6 +237,8 @@ class Service:
         for gone in set(self.trackers) - names:
             del self.trackers[gone]
             self.metrics.remove_cloud(gone)
+        for gone in set(self._rendered) - names:
+            del self._rendered[gone]  # were it added back, it would start unpolled
         self.config = config
         self.renderer.per_job_series = config.per_job_series
         self._restored = {}

@@ -157,6 +157,25 @@ async def test_ready_only_once_metrics_show_the_first_polls(
         await service.stop()
 
 
+async def test_a_cloud_added_back_by_a_reload_is_not_ready_before_its_poll(
+    simulator: SimHandle, second_simulator: SimHandle, tmp_path: Path
+) -> None:
+    both = [cloud_yaml("a", simulator), cloud_yaml("b", second_simulator)]
+    config = write_config(tmp_path / "c.yaml", both)
+    async with Exporter(config) as exporter:
+        assert exporter.service.ready()
+        write_config(config, both[:1])
+        assert await exporter.service.reload()
+        write_config(config, both)
+        assert await exporter.service.reload()
+        # "b" starts afresh: its first poll has not run, let alone been rendered.
+        assert not exporter.service.ready()
+        await exporter.cycle()
+        assert exporter.service.ready()
+        metrics = await exporter.metrics()
+        assert metrics.value("cloudstack_up", cloud="b") == 1
+
+
 async def test_every_final_shape_is_exported_and_observed_exactly_once(
     simulator: SimHandle, tmp_path: Path
 ) -> None:

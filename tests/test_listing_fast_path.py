@@ -8,6 +8,7 @@ included, and that the poller then really does not parse.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ ENTRY: dict[str, Any] = {
 }
 
 FIELDS = sorted({*ENTRY, "jobresult", "jobresulttype", "completed", "account", "domainpath"})
+WITH_NULL = {**{k: None for k in FIELDS if k not in ENTRY}, **ENTRY, "jobinstanceid": None}
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -85,14 +87,23 @@ def test_a_reordered_entry_is_merely_parsed_again() -> None:
 
 
 def test_what_json_cannot_carry_has_no_fingerprint() -> None:
-    assert fingerprint({**ENTRY, "jobprocstatus": 2**70}) is None  # the stdlib decoder's ints
+    # What only the stdlib's fallback decoder lets in: huge integers, NaN and infinities
+    # (which orjson would write as null, the fingerprint of another entry).
+    assert fingerprint({**ENTRY, "jobprocstatus": 2**70}) is None
+    for odd in (math.nan, math.inf, -math.inf):
+        assert fingerprint({**ENTRY, "jobprocstatus": odd}) is None
+        assert fingerprint({**ENTRY, "jobresult": {"x": [1, odd]}}) is None
+    assert fingerprint({**ENTRY, "jobresult": None}) is not None
 
 
-@given(st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=4))
-def test_same_fingerprint_means_same_job(changes: dict[str, Any]) -> None:
-    entry = {**ENTRY, **changes}
-    if fingerprint(entry) == fingerprint(ENTRY):
-        assert parse_job(entry) == parse_job(ENTRY)
+@given(
+    st.sampled_from([ENTRY, WITH_NULL]),
+    st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=4),
+)
+def test_same_fingerprint_means_same_job(base: dict[str, Any], changes: dict[str, Any]) -> None:
+    entry = {**base, **changes}
+    if fingerprint(entry) is not None and fingerprint(entry) == fingerprint(base):
+        assert parse_job(entry) == parse_job(base)
 
 
 def test_the_tracker_recognises_only_the_entry_it_was_read_from() -> None:

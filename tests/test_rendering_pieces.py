@@ -128,3 +128,27 @@ def test_reused_segments_give_the_bytes_of_a_fresh_render() -> None:
             reused = renderer.body(openmetrics, gzip=False)
             assert reused == fresh.body(openmetrics, gzip=False)
             assert gzip.decompress(renderer.body(openmetrics, gzip=True)) == reused
+
+
+def test_a_reused_segment_holds_the_current_records() -> None:
+    """A record replaced by an equal one (only its fingerprint moved) does not re-render
+    its segment, and the cache holds the current record, not the replaced one."""
+    from exporter.jobs import fingerprint
+
+    _, trackers, renderer = make()
+    entries = [raw_job(n) for n in range(50)]
+    for entry in entries:
+        trackers["a"].apply(parse_job(entry), T0 + 1, fingerprint(entry))
+    renderer.render()
+    body = renderer.body()
+    job_id = entries[7]["jobid"]
+    old = trackers["a"].get(job_id)
+    reordered = dict(reversed(list(entries[7].items())))
+    trackers["a"].apply(parse_job(reordered), T0 + 1, fingerprint(reordered))
+    new = trackers["a"].get(job_id)
+    assert new is not old and new == old
+    renderer.render()
+    assert renderer.body() == body
+    held = [t for segment in renderer._segments._segments.values() for t in segment.jobs]
+    assert any(t is new for t in held)
+    assert not any(t is old for t in held)
