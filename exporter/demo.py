@@ -24,7 +24,12 @@ from exporter.simulator.clock import parse_timezone
 log = logging.getLogger("exporter.demo")
 
 # (cloud name, server time zone, jobs per second, long-running jobs present at start)
-CLOUDS = (("prod", "+0000", 2.0, 40), ("lab", "-0700", 0.5, 10))
+# (name, server time zone, new jobs a second, jobs already pending, CloudStack release):
+# prod sends every optional field (4.21+), lab is older and sends fewer.
+CLOUDS = (
+    ("prod", "+0000", 2.0, 40, "4.21.0.0"),
+    ("lab", "-0700", 0.5, 10, "4.19.0.0"),
+)
 
 
 def _admin_keys() -> tuple[str, str]:
@@ -56,9 +61,14 @@ async def _demo(listen: str) -> int:
     sims: list[Simulator] = []
     try:
         urls = []
-        for seed, (name, tz, rate, prefill) in enumerate(CLOUDS, start=1):
+        for seed, (name, tz, rate, prefill, version) in enumerate(CLOUDS, start=1):
             sim = Simulator(
-                SimulatorConfig(directory=Directory(), timezone=parse_timezone(tz), seed=seed)
+                SimulatorConfig(
+                    directory=Directory(),
+                    timezone=parse_timezone(tz),
+                    seed=seed,
+                    version=version,
+                )
             )
             sim.workload.prefill(prefill, spread=1800.0)
             await sim.start("127.0.0.1", 0)

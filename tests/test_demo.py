@@ -1,0 +1,52 @@
+"""`make demo`'s program: the exporter against two embedded simulators, as a user starts it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import aiohttp
+from exporter_harness import Metrics
+from exporter_process import ROOT, free_port
+
+
+async def test_the_demo_serves_both_simulated_clouds_and_stops_cleanly() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter.demo", f"--web.listen-address=127.0.0.1:{port}",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(url + "/-/ready") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            async with session.get(url + "/metrics") as resp:
+                assert resp.status == 200
+                metrics = Metrics(await resp.text())
+        for cloud in ("prod", "lab"):
+            assert metrics.value("cloudstack_up", cloud=cloud) == 1
+            assert len(metrics.job_ids(cloud)) >= 10  # the prefilled pending jobs at least
+        # prod behaves like a 4.21 server: the management server's name is shown.
+        names = {
+            lab["management_server_name"]
+            for lab, _ in metrics.find("cloudstack_async_job_info", cloud="prod")
+        }
+        assert names - {""}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+    assert b"Traceback" not in out
