@@ -510,7 +510,7 @@ def job_table_targets() -> list[dict[str, Any]]:
         f" or cloudstack_async_job_status{{{SELC}}} == 2)"
     )
     info = "cloudstack_async_job_info"
-    extra = "group_left (instance_id, account_id, error)"
+    extra = "group_left (instance_id, account, account_id, management_server_name, error)"
     exprs = {
         "A": "cloudstack_async_job_status",
         "B": "cloudstack_async_job_age_seconds",
