@@ -88,6 +88,7 @@ class CloudStackClient:
         username: str | None = None,
         password: str | None = None,
         domain: str | None = None,
+        domain_id: str | None = None,
         verify_tls: bool = True,
         ca_file: str | None = None,
         timeout: float = 10.0,
@@ -122,6 +123,7 @@ class CloudStackClient:
         self._username = username
         self._password = password
         self._domain = domain
+        self._domain_id = domain_id
         self._timeout = timeout
         self._signature_lifetime = signature_lifetime
         self._max_concurrency = max_concurrency
@@ -350,6 +352,8 @@ class CloudStackClient:
         }
         if self._domain:
             form["domain"] = self._domain
+        if self._domain_id:
+            form["domainid"] = self._domain_id  # the server also reads domainId
         self._session_key = None
         inner = await self._request("login", form, post=True)
         key = inner.get("sessionkey")

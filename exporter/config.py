@@ -121,6 +121,7 @@ class CloudConfig:
     username: str | None = None
     password: Secret | None = None
     domain: str | None = None  # login domain path, e.g. "/" or "/customers/acme"
+    domain_id: str | None = None  # login domain UUID, instead of the path
     poll_interval: float = DEFAULT_POLL_INTERVAL
     jobs: tuple[str, ...] = ()
     jobs_file: str | None = None
@@ -362,6 +363,7 @@ _CLOUD_KEYS = (
     "password",
     "password_file",
     "domain",
+    "domain_id",
     "poll_interval",
     "jobs",
     "jobs_file",
@@ -775,6 +777,15 @@ class _Validator:
         domain = self.string(m, "domain", path)
         if domain is not None and m.get("username") is None:
             self.problem(_join(path, "domain"), "is only used with username/password login")
+        domain_id = self.string(m, "domain_id", path)
+        if domain_id is not None and m.get("username") is None:
+            self.problem(
+                _join(path, "domain_id"),
+                "is the login domain of username/password login; to list one domain's "
+                "jobs, set discovery.domain_id",
+            )
+        elif domain_id is not None and domain is not None:
+            self.problem(_join(path, "domain_id"), "give either domain or domain_id, not both")
 
         interval = self.duration(
             m, "poll_interval", path, default_interval, minimum=MIN_POLL_INTERVAL
@@ -830,6 +841,7 @@ class _Validator:
             username=username,
             password=password,
             domain=domain,
+            domain_id=domain_id,
             poll_interval=interval,
             jobs=jobs,
             jobs_file=jobs_file,

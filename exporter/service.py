@@ -45,6 +45,7 @@ def make_client(cloud: CloudConfig, metrics: ExporterMetrics) -> CloudStackClien
         username=cloud.username,
         password=_reveal(cloud.password),
         domain=cloud.domain,
+        domain_id=cloud.domain_id,
         verify_tls=cloud.verify_tls,
         ca_file=cloud.ca_file,
         timeout=cloud.timeout,

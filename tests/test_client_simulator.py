@@ -208,6 +208,28 @@ async def test_session_login_and_one_relogin(simulator: SimHandle) -> None:
     assert counters["by_code"]["401"] == 1
 
 
+async def test_session_login_by_domain_id(simulator: SimHandle) -> None:
+    [ops_job] = await simulator.create_jobs(account="ops")
+    accounts = {a["account"]: a for a in (await simulator.control("GET", "/accounts"))["accounts"]}
+    ops = simulator.ops
+    async with CloudStackClient(
+        simulator.url,
+        username=ops.username,
+        password=ops.password,
+        domain_id=accounts["ops"]["domainid"],
+    ) as client:
+        assert [j["jobid"] for j in await client.list_async_jobs()] == [ops_job]
+    # The same user in another domain is another user: refused.
+    async with CloudStackClient(
+        simulator.url,
+        username=ops.username,
+        password=ops.password,
+        domain_id=accounts["dev"]["domainid"],
+    ) as client:
+        with pytest.raises(PermissionDenied):
+            await client.list_async_jobs()
+
+
 async def test_bad_login_is_permission_denied(simulator: SimHandle) -> None:
     async with CloudStackClient(
         simulator.url, username="ops", password="not-it", domain="/Ops"

@@ -547,6 +547,11 @@ def test_clouds_shape(tmp_path: Path, clouds: str, problem: str) -> None:
          "clouds[0]: set either api_key and secret_key, or username and password, not both"),
         ([f"api_key: {API_KEY}", f"secret_key: {SECRET}", "domain: /"],
          "clouds[0].domain: is only used with username/password login"),
+        ([f"api_key: {API_KEY}", f"secret_key: {SECRET}", "domain_id: d-1"],
+         "clouds[0].domain_id: is the login domain of username/password login; to list one "
+         "domain's jobs, set discovery.domain_id"),
+        (["username: admin", f"password: {SECRET}", "domain: /", "domain_id: d-1"],
+         "clouds[0].domain_id: give either domain or domain_id, not both"),
         ([f"api_key: {API_KEY}", "secret_key: 12345"],
          "clouds[0].secret_key: must be a string, not a number (quote it)"),
         ([f"api_key: {API_KEY}", "secret_key: ''"], "clouds[0].secret_key: must not be empty"),
