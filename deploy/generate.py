@@ -739,6 +739,25 @@ def dashboard(s: Settings) -> dict[str, Any]:
         12,
         8,
     )
+    lay.add(
+        timeseries(
+            "Oldest pending job by management server",
+            [
+                target(
+                    "max by (cloud, management_server_id) "
+                    "(cloudstack_async_jobs_oldest_pending_age_by_management_server_seconds"
+                    f"{{{SEL}}})",
+                    "{{cloud}} {{management_server_id}}",
+                )
+            ],
+            unit="s",
+            description="Only for servers that report managementserverid (CloudStack 4.19+). "
+            "A server that stopped working through its jobs shows as a line that keeps "
+            "rising while the others stay low.",
+        ),
+        12,
+        8,
+    )
 
     lay.row("Failures")
     lay.add(

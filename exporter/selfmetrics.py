@@ -47,6 +47,8 @@ class JobSummary:
     jobs_by_cmd_status: Mapping[tuple[str, str], int] = field(default_factory=dict)
     oldest_pending_age: Mapping[str, float] = field(default_factory=dict)  # cmd -> seconds
     pending_by_management_server: Mapping[str, int] = field(default_factory=dict)
+    # management server -> seconds
+    oldest_pending_age_by_management_server: Mapping[str, float] = field(default_factory=dict)
 
 
 SummarySource = Callable[[], Iterable[JobSummary]]
@@ -89,6 +91,13 @@ class _AggregateCollector:
             "reported by CloudStack 4.19 and later while a job runs).",
             labels=("cloud", "management_server_id"),
         )
+        oldest_on_server = GaugeMetricFamily(
+            "cloudstack_async_jobs_oldest_pending_age_by_management_server_seconds",
+            "Age of the oldest pending async job running on the CloudStack management server "
+            "(managementserverid, CloudStack 4.19 and later), as of the last poll: a server "
+            "that stopped working through its jobs shows as this growing.",
+            labels=("cloud", "management_server_id"),
+        )
         for summary in summaries:
             cloud = summary.cloud
             cmds = sorted({cmd for cmd, _ in summary.jobs_by_cmd_status})
@@ -100,7 +109,9 @@ class _AggregateCollector:
                 oldest.add_metric((cloud, cmd), round(age, 3))
             for server, count in sorted(summary.pending_by_management_server.items()):
                 by_server.add_metric((cloud, server), count)
-        return [jobs, oldest, by_server]
+            for server, age in sorted(summary.oldest_pending_age_by_management_server.items()):
+                oldest_on_server.add_metric((cloud, server), round(age, 3))
+        return [jobs, oldest, by_server, oldest_on_server]
 
 
 class _WithoutCreated:

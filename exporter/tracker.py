@@ -93,24 +93,28 @@ def summarize(cloud: str, now: float, jobs: Iterable[TrackedJob]) -> JobSummary:
     counts: dict[tuple[str, str], int] = {}
     oldest: dict[str, float] = {}
     by_server: dict[str, int] = {}
+    oldest_on_server: dict[str, float] = {}
     for tracked in jobs:
         job = tracked.job
         cmd = job.cmd
         key = (cmd, _STATUS_LABELS[job.status])
         counts[key] = counts.get(key, 0) + 1
         if job.status is JobStatus.PENDING:
+            server = job.management_server_id
+            if server:
+                by_server[server] = by_server.get(server, 0) + 1
             if job.created is not None:
                 age = now - job.created
                 if age > oldest.get(cmd, -math.inf):
                     oldest[cmd] = age
-            server = job.management_server_id
-            if server:
-                by_server[server] = by_server.get(server, 0) + 1
+                if server and age > oldest_on_server.get(server, -math.inf):
+                    oldest_on_server[server] = age
     return JobSummary(
         cloud=cloud,
         jobs_by_cmd_status=counts,
         oldest_pending_age=oldest,
         pending_by_management_server=by_server,
+        oldest_pending_age_by_management_server=oldest_on_server,
     )
 
 
@@ -173,8 +177,8 @@ class JobTracker:
         # a render does not recount 100,000 jobs.
         self._counts: dict[tuple[str, str], int] = {}  # (cmd, status label) -> jobs
         self._by_server: dict[str, int] = {}  # pending jobs per management server
-        self._oldest: dict[str, float] = {}  # cmd -> earliest `created` of its pending jobs
-        self._oldest_stale: set[str] = set()  # cmds whose earliest pending job went
+        self._oldest = _Earliest()  # cmd -> earliest `created` of its pending jobs
+        self._oldest_on_server = _Earliest()  # the same per management server
         self._head = f'cloud="{escape_label_value(cloud)}",job_id="'
         self._tails: dict[tuple[str, str], str] = {}
         self.changed = True  # since the last render; the renderer clears it
@@ -216,14 +220,15 @@ class JobTracker:
     def summary(self) -> JobSummary:
         """The aggregates, equal to `summarize(cloud, now, jobs())`, without a pass over the
         jobs (unless the earliest pending job of a command went: then one pass)."""
-        if self._oldest_stale:
+        if self._oldest.stale or self._oldest_on_server.stale:
             self._recompute_oldest()
         now = self.now
         return JobSummary(
             cloud=self.cloud,
             jobs_by_cmd_status=dict(self._counts),
-            oldest_pending_age={cmd: now - created for cmd, created in self._oldest.items()},
+            oldest_pending_age=self._oldest.ages(now),
             pending_by_management_server=dict(self._by_server),
+            oldest_pending_age_by_management_server=self._oldest_on_server.ages(now),
         )
 
     def pending_by_management_server(self) -> dict[str, int]:
@@ -559,37 +564,69 @@ class JobTracker:
             else:
                 del self._by_server[server]
         created = job.created
-        if created is None or cmd in self._oldest_stale:
+        if created is None:
             return
-        oldest = self._oldest.get(cmd)
-        if delta > 0:
-            if oldest is None or created < oldest:
-                self._oldest[cmd] = created
-        elif created == oldest:
-            # Which pending job of this command is now the earliest is found when asked.
-            self._oldest_stale.add(cmd)
+        self._oldest.count(cmd, created, delta)
+        if server:
+            self._oldest_on_server.count(server, created, delta)
 
     def _recompute_oldest(self) -> None:
-        stale = self._oldest_stale
-        oldest: dict[str, float] = {}
+        """One pass for every group whose earliest pending job went."""
+        by_cmd, by_server = self._oldest.stale, self._oldest_on_server.stale
+        found_cmd: dict[str, float] = {}
+        found_server: dict[str, float] = {}
         for tracked in self._jobs.values():
             job = tracked.job
-            if job.status is _PENDING and job.cmd in stale and job.created is not None:
-                created = job.created
-                if created < oldest.get(job.cmd, math.inf):
-                    oldest[job.cmd] = created
-        for cmd in stale:
-            if cmd in oldest:
-                self._oldest[cmd] = oldest[cmd]
-            else:
-                self._oldest.pop(cmd, None)
-        stale.clear()
+            created = job.created
+            if job.status is not _PENDING or created is None:
+                continue
+            if job.cmd in by_cmd and created < found_cmd.get(job.cmd, math.inf):
+                found_cmd[job.cmd] = created
+            server = job.management_server_id
+            if server in by_server and created < found_server.get(server, math.inf):
+                found_server[server] = created
+        self._oldest.settle(found_cmd)
+        self._oldest_on_server.settle(found_server)
 
     def _report_size(self) -> None:
         size = len(self._jobs)
         if size != self._reported_size:
             self._reported_size = size
             self.metrics.tracked(size)
+
+
+class _Earliest:
+    """The earliest `created` of the pending jobs of each group (a command, a management
+    server), kept as jobs come and go. When a group's earliest job goes, which one is now the
+    earliest is found when next asked, by JobTracker._recompute_oldest."""
+
+    __slots__ = ("earliest", "stale")
+
+    def __init__(self) -> None:
+        self.earliest: dict[str, float] = {}
+        self.stale: set[str] = set()
+
+    def count(self, group: str, created: float, delta: int) -> None:
+        if group in self.stale:
+            return
+        earliest = self.earliest.get(group)
+        if delta > 0:
+            if earliest is None or created < earliest:
+                self.earliest[group] = created
+        elif created == earliest:
+            self.stale.add(group)
+
+    def settle(self, found: Mapping[str, float]) -> None:
+        """The earliest of each stale group, from a pass over the pending jobs."""
+        for group in self.stale:
+            if group in found:
+                self.earliest[group] = found[group]
+            else:
+                self.earliest.pop(group, None)
+        self.stale.clear()
+
+    def ages(self, now: float) -> dict[str, float]:
+        return {group: now - created for group, created in self.earliest.items()}
 
 
 def _number(value: object) -> float | None:

@@ -40,6 +40,7 @@ CONTRACT_METRICS = {
     "cloudstack_async_jobs_finished_total",
     "cloudstack_async_job_duration_seconds",
     "cloudstack_async_jobs_pending_by_management_server",
+    "cloudstack_async_jobs_oldest_pending_age_by_management_server_seconds",
     "cloudstack_up",
     "cloudstack_api_requests_total",
     "cloudstack_api_request_duration_seconds",

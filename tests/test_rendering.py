@@ -198,6 +198,15 @@ def test_aggregates(setup: Setup) -> None:
         )
         == 1
     )
+    assert (
+        one(
+            found,
+            "cloudstack_async_jobs_oldest_pending_age_by_management_server_seconds",
+            cloud="prod",
+            management_server_id="ms-1",
+        )
+        == 100.5
+    )
     assert one(found, "cloudstack_exporter_tracked_jobs", cloud="prod") == 2
     assert one(found, "cloudstack_exporter_tracked_jobs", cloud="lab") == 1
     # Both finishes completed after the watermark: counted, durations observed.

@@ -419,6 +419,11 @@ def test_summary_and_pending_by_management_server(metrics: ExporterMetrics) -> N
     assert summary.oldest_pending_age == {"StartVMCmd": 100, "CreateVolumeCmd": 60}
     assert tracker.pending_by_management_server() == {"ms-1": 2, "ms-2": 1}
     assert summary.pending_by_management_server == {"ms-1": 2, "ms-2": 1}
+    assert summary.oldest_pending_age_by_management_server == {"ms-1": 100, "ms-2": 10}
+    # The oldest job on ms-1 finishes: the next one there is the oldest.
+    tracker.apply(job("a", 1, created=T0 - 100, completed=T0 + 5), T0 + 5)
+    summary = tracker.summary()
+    assert summary.oldest_pending_age_by_management_server == {"ms-1": 45, "ms-2": 15}
 
 
 def test_invalid_settings_are_refused(metrics: ExporterMetrics) -> None:
