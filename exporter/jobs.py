@@ -155,11 +155,13 @@ def _result(obj: dict[str, Any], status: JobStatus) -> tuple[str, str]:
     result = obj.get("jobresult")
     if result is None:
         return "", ""
+    # The error label is a failure's errortext, empty otherwise (metrics.md): a cancelled
+    # job's reason is not a failure.
     if isinstance(result, str):  # old servers: jobresulttype "text"
-        return (result[:ERROR_TEXT_LIMIT], "") if status.final and status != 1 else ("", "")
+        return (result[:ERROR_TEXT_LIMIT], "") if status is JobStatus.FAILED else ("", "")
     if not isinstance(result, dict):
         raise MalformedJob(f"jobresult: expected an object, got {type(result).__name__}")
-    if status in (JobStatus.FAILED, JobStatus.CANCELLED):
+    if status is JobStatus.FAILED:
         text = result.get("errortext")
         return (text[:ERROR_TEXT_LIMIT] if isinstance(text, str) else ""), ""
     if status is JobStatus.SUCCEEDED:
