@@ -6,6 +6,7 @@ uses the same fields in both (AsyncJobResponse).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -141,6 +142,30 @@ def _date(obj: dict[str, Any], key: str) -> float | None:
         return _cached_date(value)
     except ValueError as exc:
         raise MalformedJob(f"{key}: {exc}") from None
+
+
+# The Job fields whose values repeat across jobs; parse_job shares them (see _shared).
+SHARED_FIELDS = (
+    "cmd_class",
+    "cmd",
+    "instance_type",
+    "account_id",
+    "user_id",
+    "result_type",
+    "result_object",
+    "management_server_id",
+    "account",
+    "domain_id",
+    "domain_path",
+    "management_server_name",
+)
+
+
+def with_shared_strings(job: Job) -> Job:
+    """A Job made elsewhere than parse_job (restored from the state file, say) with its
+    repeating strings shared as parse_job shares them."""
+    shared: dict[str, Any] = {f: sys.intern(getattr(job, f)) for f in SHARED_FIELDS}
+    return dataclasses.replace(job, **shared)
 
 
 def _shared(obj: dict[str, Any], key: str) -> str:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from exporter.jobs import Job, JobStatus
+from exporter.jobs import Job, JobStatus, with_shared_strings
 from exporter.rendering import escape_label_value, job_info_labels
 from exporter.selfmetrics import JobSummary
 
@@ -116,30 +115,6 @@ def summarize(cloud: str, now: float, jobs: Iterable[TrackedJob]) -> JobSummary:
         pending_by_management_server=by_server,
         oldest_pending_age_by_management_server=oldest_on_server,
     )
-
-
-# Job fields whose values repeat across jobs; parse_job shares them already.
-_SHARED_FIELDS = (
-    "cmd_class",
-    "cmd",
-    "instance_type",
-    "account_id",
-    "user_id",
-    "result_type",
-    "result_object",
-    "management_server_id",
-    "account",
-    "domain_id",
-    "domain_path",
-    "management_server_name",
-)
-
-
-def _compact(job: Job) -> Job:
-    """A restored job with the strings that repeat across jobs shared, as parse_job does."""
-    intern = sys.intern
-    shared: dict[str, Any] = {f: intern(getattr(job, f)) for f in _SHARED_FIELDS}
-    return dataclasses.replace(job, **shared)
 
 
 class JobTracker:
@@ -437,7 +412,7 @@ class JobTracker:
                     if not isinstance(value, str):
                         return None
                     kwargs[spec.name] = value
-            job = _compact(Job(**kwargs))
+            job = with_shared_strings(Job(**kwargs))
         except (TypeError, ValueError):
             return None
         if not job.job_id:

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from exporter.jobs import JobStatus, MalformedJob, is_api_job, parse_date, parse_job, short_cmd
+from exporter.jobs import (
+    Job,
+    JobStatus,
+    MalformedJob,
+    is_api_job,
+    parse_date,
+    parse_job,
+    short_cmd,
+)
 
 ADMIN_STOP = "org.apache.cloudstack.api.command.admin.vm.StopVMCmdByAdmin"
 
@@ -162,3 +170,34 @@ def test_completed_of_a_pending_job_is_ignored() -> None:
 def test_malformed_entries_name_the_field(bad: Any, field: str) -> None:
     with pytest.raises(MalformedJob, match=field):
         parse_job(bad)
+
+
+def test_repeating_strings_are_shared_between_jobs() -> None:
+    """At 100,000 jobs, a copy of each command, account or server string per job would cost
+    tens of MB: parse_job and with_shared_strings hand out one object per value."""
+    import json
+
+    from exporter.jobs import SHARED_FIELDS, with_shared_strings
+
+    fields = {
+        "jobresulttype": "object",
+        "jobresult": {"virtualmachine": {}},
+        "completed": "2026-04-13T09:43:21+0000",
+        "managementserverid": "ms-1",
+        "account": "ops",
+        "domainid": "d-1",
+        "domainpath": "ROOT/Ops",
+        "managementservername": "ms-one",
+        "jobinstancetype": "VirtualMachine",
+        "jobinstanceid": "vm-1",
+    }
+    # Each parse gets its own decoded strings, as from two pages of a listing.
+    first = parse_job(json.loads(json.dumps(entry(jobstatus=1, **fields))))
+    second = parse_job(json.loads(json.dumps(entry(jobid="other", jobstatus=1, **fields))))
+    for name in SHARED_FIELDS:
+        assert getattr(first, name), name  # the test gives every field a value
+        assert getattr(first, name) is getattr(second, name), name
+    copied = Job(**{f: json.loads(json.dumps(getattr(first, f))) for f in Job.__slots__})
+    restored = with_shared_strings(copied)
+    assert restored == first
+    assert all(getattr(restored, f) is getattr(first, f) for f in SHARED_FIELDS)

@@ -108,7 +108,7 @@ FINAL_SHAPES = {
     "cancelled for blocking a queue": ({"status": 2, "code": 0}, ("failed", "0", "")),
     "cancelled by an admin": (
         {"status": 3, "code": 0, "result": {"errorcode": 0, "errortext": "Cancelled by admin"}},
-        ("cancelled", "0", "Cancelled by admin"),
+        ("cancelled", "0", ""),  # the error label is a failure's errortext only
     ),
 }
 
