@@ -111,15 +111,6 @@ def escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def job_labels(cloud: str, job: Job) -> str:
-    """The pre-escaped labels shared by every per-job family of one job."""
-    e = escape_label_value
-    return (
-        f'cloud="{e(cloud)}",job_id="{e(job.job_id)}",cmd="{e(job.cmd)}",'
-        f'instance_type="{e(job.instance_type)}"'
-    )
-
-
 def job_info_labels(job: Job) -> str:
     """The extra labels of cloudstack_async_job_info, pre-escaped, starting with a comma."""
     e = escape_label_value
@@ -132,11 +123,6 @@ def job_info_labels(job: Job) -> str:
         f'management_server_id="{e(job.management_server_id)}",'
         f'management_server_name="{e(job.management_server_name)}"'
     )
-
-
-def job_label_strings(cloud: str, job: Job) -> tuple[str, str]:
-    """(job_labels, job_info_labels) of one job."""
-    return job_labels(cloud, job), job_info_labels(job)
 
 
 def _num(value: float) -> str:
