@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-LINTED := exporter tests deploy $(wildcard benchmarks)
+LINTED := exporter cloudstack_simulator demo tests deploy $(wildcard benchmarks)
 
 .PHONY: demo test lint typecheck check bench simulator clean
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 ## demo: the simulator with a realistic workload and the exporter scraping it
 demo: $(STAMP)
-	$(BIN)/python -m exporter.demo
+	$(BIN)/python -m demo
 
 ## test: lint, type checks and the whole test suite
 test: lint typecheck
@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
 simulator: $(STAMP)
-	$(BIN)/python -m exporter.simulator
+	$(BIN)/python -m cloudstack_simulator
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

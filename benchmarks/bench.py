@@ -238,7 +238,7 @@ async def spawn(*args: str) -> Child:
 
 async def start_simulator(n: int) -> tuple[Child, str]:
     sim = await spawn(
-        PYTHON, "-m", "exporter.simulator", "--listen", "127.0.0.1:0", "--jobs", str(n)
+        PYTHON, "-m", "cloudstack_simulator", "--listen", "127.0.0.1:0", "--jobs", str(n)
     )
     pattern = re.compile(r"listening on (http://\S+/client/api)")
 

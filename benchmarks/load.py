@@ -196,7 +196,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         logs.append(open(sim_log, "wb"))  # noqa: SIM115 (closed below)
         simulator = await spawn(
             [
-                "-m", "exporter.simulator", "--listen", "127.0.0.1:0",
+                "-m", "cloudstack_simulator", "--listen", "127.0.0.1:0",
                 "--jobs", str(args.jobs), "--workload", str(args.workload),
                 "--seed", "1", "--log-level", "info",
             ],

@@ -41,9 +41,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from exporter.simulator import Directory, Simulator, SimulatorConfig
-from exporter.simulator.accounts import DEFAULT_ACCOUNTS
-from exporter.simulator.clock import parse_timezone
+from cloudstack_simulator import Directory, Simulator, SimulatorConfig
+from cloudstack_simulator.accounts import DEFAULT_ACCOUNTS
+from cloudstack_simulator.clock import parse_timezone
 
 
 @dataclass(frozen=True)

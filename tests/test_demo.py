@@ -15,7 +15,7 @@ from exporter_process import ROOT, free_port
 async def test_the_demo_serves_both_simulated_clouds_and_stops_cleanly() -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter.demo", f"--web.listen-address=127.0.0.1:{port}",
+        sys.executable, "-m", "demo", f"--web.listen-address=127.0.0.1:{port}",
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

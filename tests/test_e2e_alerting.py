@@ -243,7 +243,7 @@ def stack(
             "simulator",
             sys.executable,
             "-m",
-            "exporter.simulator",
+            "cloudstack_simulator",
             "--listen",
             "127.0.0.1:0",
             env=env,

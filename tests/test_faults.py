@@ -50,7 +50,7 @@ def lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
         for r in caplog.records
         if r.levelno >= logging.INFO
         and r.name.startswith("exporter")
-        and not r.name.startswith("exporter.simulator")
+        and not r.name.startswith("cloudstack_simulator")
     ]
 
 

@@ -24,8 +24,8 @@ import aiohttp
 import cs
 import pytest
 
+from cloudstack_simulator import Simulator, SimulatorConfig
 from exporter.signing import format_expires, sign, signature
-from exporter.simulator import Simulator, SimulatorConfig
 
 pytest.register_assert_rewrite("simulator_fixtures")
 from simulator_fixtures import Credentials, SimHandle  # noqa: E402
@@ -719,7 +719,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "exporter.simulator",
+            "cloudstack_simulator",
             "--listen",
             "127.0.0.1:0",
             "--accounts",
@@ -764,7 +764,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
 def test_cli_bad_input_exits_2(args: list[str], message: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "exporter.simulator", *args],
+        [sys.executable, "-m", "cloudstack_simulator", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -4,7 +4,7 @@
 queryAsyncJobResult); `/sim/...` is the control and inspection API (see README.md).
 """
 
-from exporter.simulator.accounts import Directory, load_accounts
-from exporter.simulator.app import Simulator, SimulatorConfig
+from cloudstack_simulator.accounts import Directory, load_accounts
+from cloudstack_simulator.app import Simulator, SimulatorConfig
 
 __all__ = ["Directory", "Simulator", "SimulatorConfig", "load_accounts"]

@@ -2,7 +2,7 @@
 `/client/api` (parameters, cookies, content types, XML) and the fault injection that sits in
 front of it.
 
-`Simulator` is what tests, the demo and `python -m exporter.simulator` start. The control API
+`Simulator` is what tests, the demo and `python -m cloudstack_simulator` start. The control API
 (`/sim/...`, see control.py and README.md) is served on the API port and, optionally, on a
 port of its own: with a separate control port an outage closes the API listener (connection
 refused) while the simulator stays controllable; without one, an outage resets connections.
@@ -22,21 +22,21 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.simulator import control, faults
-from exporter.simulator.accounts import Directory
-from exporter.simulator.api import COMMANDS, CloudStackApi, response_name
-from exporter.simulator.clock import SimClock
-from exporter.simulator.responses import (
+from cloudstack_simulator import control, faults
+from cloudstack_simulator.accounts import Directory
+from cloudstack_simulator.api import COMMANDS, CloudStackApi, response_name
+from cloudstack_simulator.clock import SimClock
+from cloudstack_simulator.responses import (
     JSON_CONTENT_TYPE,
     XML_CONTENT_TYPE,
     ApiFailure,
     to_json,
     to_xml,
 )
-from exporter.simulator.store import JobStore
-from exporter.simulator.workload import Workload
+from cloudstack_simulator.store import JobStore
+from cloudstack_simulator.workload import Workload
 
-log = logging.getLogger("exporter.simulator")
+log = logging.getLogger("cloudstack_simulator")
 
 API_PATH = "/client/api"
 

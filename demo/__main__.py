@@ -13,15 +13,15 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from cloudstack_simulator import Directory, Simulator, SimulatorConfig
+from cloudstack_simulator.accounts import DEFAULT_ACCOUNTS
+from cloudstack_simulator.clock import parse_timezone
 from exporter.cli import Options, parse_listen_address
 from exporter.config import load_config
 from exporter.logs import setup_logging
 from exporter.service import run
-from exporter.simulator import Directory, Simulator, SimulatorConfig
-from exporter.simulator.accounts import DEFAULT_ACCOUNTS
-from exporter.simulator.clock import parse_timezone
 
-log = logging.getLogger("exporter.demo")
+log = logging.getLogger("demo")
 
 # (cloud name, server time zone, jobs per second, long-running jobs present at start)
 # (name, server time zone, new jobs a second, jobs already pending, CloudStack release):
@@ -102,7 +102,7 @@ async def _demo(listen: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exporter.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument(
         "--web.listen-address", dest="listen", default="127.0.0.1:9877", help="HOST:PORT"
     )

@@ -13,16 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.signing import signature
-from exporter.simulator.accounts import DOMAIN_ADMIN, NORMAL, Account, Directory, Domain, User
-from exporter.simulator.clock import SimClock, parse_start_date, parse_tz_date
-from exporter.simulator.responses import (
+from cloudstack_simulator.accounts import DOMAIN_ADMIN, NORMAL, Account, Directory, Domain, User
+from cloudstack_simulator.clock import SimClock, parse_start_date, parse_tz_date
+from cloudstack_simulator.responses import (
     CS_INVALID_PARAMETER,
     CS_PERMISSION_DENIED,
     CS_SERVER_API,
     ApiFailure,
 )
-from exporter.simulator.store import JobStore
+from cloudstack_simulator.store import JobStore
+from exporter.signing import signature
 
 COMMANDS = ("listAsyncJobs", "queryAsyncJobResult", "listCapabilities", "login", "logout")
 BAD_CREDENTIALS = "unable to verify user credentials and/or request signature"

@@ -1,4 +1,4 @@
-"""`python -m exporter.simulator` / `cloudstack-simulator`: run the simulator until a signal."""
+"""`python -m cloudstack_simulator` / `cloudstack-simulator`: run the simulator until a signal."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from exporter.simulator.accounts import AccountsError, Directory, load_accounts
-from exporter.simulator.app import Simulator, SimulatorConfig
-from exporter.simulator.clock import parse_timezone
-from exporter.simulator.workload import WorkloadError
+from cloudstack_simulator.accounts import AccountsError, Directory, load_accounts
+from cloudstack_simulator.app import Simulator, SimulatorConfig
+from cloudstack_simulator.clock import parse_timezone
+from cloudstack_simulator.workload import WorkloadError
 
-log = logging.getLogger("exporter.simulator")
+log = logging.getLogger("cloudstack_simulator")
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -112,7 +112,7 @@ async def _serve(args: argparse.Namespace, directory: Directory) -> None:
         seed=args.seed,
     )
     if args.text_javascript:
-        from exporter.simulator.responses import OLD_JSON_CONTENT_TYPE
+        from cloudstack_simulator.responses import OLD_JSON_CONTENT_TYPE
 
         config.json_content_type = OLD_JSON_CONTENT_TYPE
     sim = Simulator(config)

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.simulator import catalog
-from exporter.simulator.accounts import Account, Domain, User
-from exporter.simulator.clock import SimClock
+from cloudstack_simulator import catalog
+from cloudstack_simulator.accounts import Account, Domain, User
+from cloudstack_simulator.clock import SimClock
 
 PENDING, SUCCEEDED, FAILED, CANCELLED = 0, 1, 2, 3
 STATUS_LABELS = {

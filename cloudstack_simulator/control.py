@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from exporter.simulator import catalog
-from exporter.simulator.accounts import Account
-from exporter.simulator.faults import FaultError
-from exporter.simulator.responses import JSON_CONTENT_TYPE, OLD_JSON_CONTENT_TYPE
-from exporter.simulator.store import PENDING, Outcome, StoreError
-from exporter.simulator.workload import WorkloadError, parse_mix
+from cloudstack_simulator import catalog
+from cloudstack_simulator.accounts import Account
+from cloudstack_simulator.faults import FaultError
+from cloudstack_simulator.responses import JSON_CONTENT_TYPE, OLD_JSON_CONTENT_TYPE
+from cloudstack_simulator.store import PENDING, Outcome, StoreError
+from cloudstack_simulator.workload import WorkloadError, parse_mix
 
 if TYPE_CHECKING:
-    from exporter.simulator.app import Simulator
+    from cloudstack_simulator.app import Simulator
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_CREATE = 1_000_000

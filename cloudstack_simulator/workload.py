@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.simulator import catalog
-from exporter.simulator.accounts import Directory, User
-from exporter.simulator.store import JobStore, Outcome, StoreError, catalog_uuid
+from cloudstack_simulator import catalog
+from cloudstack_simulator.accounts import Directory, User
+from cloudstack_simulator.store import JobStore, Outcome, StoreError, catalog_uuid
 
 
 class WorkloadError(ValueError):
