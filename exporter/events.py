@@ -117,9 +117,9 @@ def _result(value: Any, status: JobStatus) -> tuple[str, str]:
     if status is JobStatus.FAILED:
         text = value.get("errortext")
         return (text[:ERROR_TEXT_LIMIT] if isinstance(text, str) else ""), ""
-    obj_name = value.get("object")
-    if status is JobStatus.SUCCEEDED and isinstance(obj_name, str) and obj_name != "null":
-        return "", sys.intern(obj_name)
+    name = value.get("object")
+    if status is JobStatus.SUCCEEDED and isinstance(name, str) and name != "null":
+        return "", sys.intern(name)
     return "", ""
 
 
