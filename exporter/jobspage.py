@@ -177,6 +177,15 @@ class CloudHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class JobsView:
+    """What the page reads: the tracker views of the snapshot /metrics was rendered from, and
+    each cloud's health as of now. Taken on the event loop (cheap), read in a thread."""
+
+    views: Sequence[TrackerView] = ()
+    clouds: Sequence[CloudHealth] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     cloud: str
     tracked: TrackedJob
@@ -591,6 +600,12 @@ def render_html(page: Page, *, title: str = "CloudStack jobs") -> bytes:
 </html>
 """
     return doc.encode()
+
+
+def build(view: JobsView, query: JobQuery) -> bytes:
+    """The page (or its JSON) for one query: the whole expensive part, for a worker thread."""
+    page = select(view.views, query, view.clouds)
+    return render_json(page) if query.json else render_html(page)
 
 
 def render_error(message: str) -> bytes:

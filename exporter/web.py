@@ -17,13 +17,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from exporter import __doc__ as _PROJECT_DOC
-from exporter import __version__
+from exporter import __version__, jobspage
 from exporter.webconfig import REALM, WebConfigHolder
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,56 @@ def _make_metrics_handler(
     return handle_metrics
 
 
+class JobsSource(Protocol):
+    def jobs_view(self) -> jobspage.JobsView:
+        """The snapshot the page reads; called on the event loop, so it must be cheap."""
+
+
+# Pages are built in threads; a few at once is plenty for operators and keeps a burst of
+# reloads of a 100,000-job table from queueing up CPU behind the scrapes.
+_MAX_CONCURRENT_PAGES = 4
+
+
+def _make_jobs_handler(
+    source: JobsSource,
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    pages = asyncio.Semaphore(_MAX_CONCURRENT_PAGES)
+
+    async def handle_jobs(request: web.Request) -> web.StreamResponse:
+        params = {key: request.query.getall(key) for key in request.query}
+        json_wanted = "json" in params.get("format", [])
+        try:
+            query = jobspage.parse_query(params)
+        except jobspage.QueryError as error:
+            if json_wanted:
+                body = orjson.dumps({"error": str(error)})
+                return web.Response(status=400, body=body, content_type="application/json")
+            return _page(400, jobspage.render_error(str(error)))
+        view = source.jobs_view()
+        if pages.locked():
+            return _text(503, "too many job pages being built; retry\n", **{"Retry-After": "1"})
+        async with pages:
+            try:
+                body = await asyncio.to_thread(jobspage.build, view, query)
+            except Exception:
+                log.exception("cannot build the jobs page")
+                return _text(500, "error building the jobs page\n")
+        if query.json:
+            return web.Response(body=body, content_type="application/json")
+        return _page(200, body)
+
+    return handle_jobs
+
+
+def _page(status: int, body: bytes) -> web.Response:
+    response = web.Response(status=status, body=body, content_type="text/html", charset="utf-8")
+    response.headers["Content-Security-Policy"] = jobspage.CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _make_guard(paths: frozenset[str], holder: WebConfigHolder | None) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -295,6 +346,7 @@ def make_app(
     # Prometheus servers and ad-hoc readers (ten scrapers at once must never be refused).
     max_concurrent_scrapes: int = 32,
     stats: ScrapeStats | None = None,
+    jobs: JobsSource | None = None,
 ) -> web.Application:
     """The application; `ready()` answers /-/ready, `stats` collects scrape counters."""
     if not telemetry_path.startswith("/") or telemetry_path in ("/", "/-/healthy", "/-/ready"):
@@ -323,9 +375,13 @@ def make_app(
             return _text(200, "Ready\n")
         return _text(503, "Not ready: not every cloud has been polled yet\n")
 
-    paths = frozenset({telemetry_path, "/", "/-/healthy", "/-/ready"})
+    paths = frozenset(
+        {telemetry_path, "/", "/-/healthy", "/-/ready"} | ({"/jobs"} if jobs else set())
+    )
     # client_max_size: nothing here reads a request body.
-    app = web.Application(middlewares=[_make_guard(paths, web_config)], client_max_size=1024)
+    app = web.Application(
+        middlewares=[_make_guard(frozenset(paths), web_config)], client_max_size=1024
+    )
     app[SCRAPE_STATS] = stats
     if web_config is not None:
         app[WEB_CONFIG] = web_config
@@ -345,6 +401,8 @@ def make_app(
     app.router.add_get("/", handle_landing)
     app.router.add_get("/-/healthy", handle_healthy)
     app.router.add_get("/-/ready", handle_ready)
+    if jobs is not None:
+        app.router.add_get("/jobs", _make_jobs_handler(jobs))
     return app
 
 
