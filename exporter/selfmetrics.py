@@ -195,7 +195,10 @@ class CloudMetrics:
         histogram = self._durations.get(hkey)
         if histogram is None:
             histogram = self._durations[hkey] = self._owner.job_duration.labels(self.name, *hkey)
-        histogram.observe(duration)
+        # OpenMetrics shows each bucket's latest observation: the way from a slow bucket of a
+        # heatmap to the job behind it. An exemplar's labels are limited to 128 characters.
+        exemplar = {"job_id": job.job_id} if len(job.job_id) <= 100 else None
+        histogram.observe(duration, exemplar=exemplar)
 
     def dropped(self, reason: str, n: int = 1) -> None:
         if reason not in self._dropped:

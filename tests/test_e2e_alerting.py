@@ -337,6 +337,8 @@ def stack(
             "--config.file=prometheus.yml",
             f"--storage.tsdb.path={s.workdir / 'prom-data'}",
             f"--web.listen-address=127.0.0.1:{prometheus_port}",
+            # Exemplars lead from a duration bucket to the job behind it.
+            "--enable-feature=exemplar-storage",
         )
         s.prometheus = f"http://127.0.0.1:{prometheus_port}"
 
@@ -474,3 +476,27 @@ def test_every_series_an_alert_selects_exists(stack: Stack, webhook: tuple[Webho
         ):
             result = wait_for(f"{name}: {selector}", functools.partial(stack.query, selector), 20)
             assert result, (name, selector)
+
+
+def test_a_duration_bucket_leads_to_the_job_behind_it(stack: Stack) -> None:
+    # Prometheus scrapes OpenMetrics, where each bucket carries its latest job as an exemplar.
+    def exemplars() -> list[dict[str, Any]] | None:
+        now = time.time()
+        query = urllib.parse.urlencode(
+            {
+                "query": 'cloudstack_async_job_duration_seconds_bucket{cmd="MigrateVMCmd"}',
+                "start": now - 600,
+                "end": now + 60,
+            }
+        )
+        answer = http_json(f"{stack.prometheus}/api/v1/query_exemplars?{query}")
+        found = [e for series in answer["data"] for e in series["exemplars"]]
+        return found or None
+
+    found = wait_for("an exemplar", exemplars, 60)
+    truth = http_json(f"{stack.sim}/sim/jobs?status=all&limit=100000")
+    jobs = {j["jobid"]: j for j in truth["jobs"]}
+    for exemplar in found:
+        job = jobs[exemplar["labels"]["job_id"]]
+        assert job["cmd"].endswith("MigrateVMCmd")
+        assert float(exemplar["value"]) > 0
