@@ -16,6 +16,7 @@ from pathlib import Path
 from cloudstack_simulator import Directory, Simulator, SimulatorConfig
 from cloudstack_simulator.accounts import DEFAULT_ACCOUNTS
 from cloudstack_simulator.clock import parse_timezone
+from cloudstack_simulator.store import Outcome
 from exporter.cli import Options, parse_listen_address
 from exporter.config import load_config
 from exporter.logs import setup_logging
@@ -23,13 +24,38 @@ from exporter.service import run
 
 log = logging.getLogger("demo")
 
-# (cloud name, server time zone, jobs per second, long-running jobs present at start)
-# (name, server time zone, new jobs a second, jobs already pending, CloudStack release):
+# (name, server time zone, new jobs a second, jobs already running, CloudStack release):
 # prod sends every optional field (4.21+), lab is older and sends fewer.
 CLOUDS = (
     ("prod", "+0000", 2.0, 40, "4.21.0.0"),
     ("lab", "-0700", 0.5, 10, "4.19.0.0"),
 )
+# Jobs already running at start began this long ago at most, and end like any other job.
+RUNNING_SPREAD = 60.0
+# What the operator is shown on purpose in prod: one job stuck for 45 minutes (beyond the
+# 30-minute alert threshold) and migrations failing with an error text.
+STUCK_AGO = 2700.0
+FAILING = "Unable to migrate VM i-2-17-VM: host kvm-04 is unreachable"
+
+
+def _seed_jobs(sim: Simulator, running: int, deliberate: bool) -> None:
+    for i in range(running):
+        sim.workload.spawn(created_ago=RUNNING_SPREAD * i / max(running, 1))
+    if not deliberate:
+        return
+    admin = next(u for u in sim.directory.users if u.account.is_root_admin)
+    vm = "org.apache.cloudstack.api.command.admin.vm"
+    sim.store.create(
+        admin, cmd=f"{vm}.StopVMCmdByAdmin", instance_type="VirtualMachine", created_ago=STUCK_AGO
+    )
+    for delay in (20.0, 40.0, 70.0):
+        sim.store.create(
+            admin,
+            cmd=f"{vm}.MigrateVMCmdByAdmin",
+            instance_type="VirtualMachine",
+            duration=delay,
+            outcome=Outcome("failure", 530, FAILING),
+        )
 
 
 def _admin_keys() -> tuple[str, str]:
@@ -70,8 +96,8 @@ async def _demo(listen: str) -> int:
                     version=version,
                 )
             )
-            sim.workload.prefill(prefill, spread=1800.0)
             await sim.start("127.0.0.1", 0)
+            _seed_jobs(sim, prefill, deliberate=name == "prod")
             sim.workload.configure(rate=rate)
             sim.workload.start()
             sims.append(sim)
@@ -81,10 +107,18 @@ async def _demo(listen: str) -> int:
             config_file.write_text(demo_config(urls, Path(tmp)))
             host, port = parse_listen_address(listen)
             shown = host or "127.0.0.1"
+            base = f"http://{shown}:{port}"
             print(
                 "\ncloudstack-job-exporter demo\n"
-                f"  metrics:     http://{shown}:{port}/metrics\n"
-                f"  landing:     http://{shown}:{port}/\n"
+                f"  jobs page:   {base}/jobs   <- start here\n"
+                f"  landing:     {base}/\n"
+                f"  metrics:     {base}/metrics\n"
+                "What to look at:\n"
+                f"  - a StopVMCmd stuck in prod for {STUCK_AGO / 60:.0f} minutes: "
+                f"{base}/jobs?status=pending&sort=-age\n"
+                f"  - MigrateVMCmd failing in prod within the next minutes, with its error text: "
+                f"{base}/jobs?status=failed\n"
+                "  - every other job starts and ends like CloudStack's own (seconds to minutes)\n"
                 + "".join(
                     f"  {name + ' sim:':<12} {sim.url} (control {sim.control_url})\n"
                     for (name, _), sim in zip(urls, sims, strict=True)

@@ -74,6 +74,11 @@ class CloudPoller:
         self._last_problem = ""  # the failure last logged, "" while polls succeed
         self._last_malformed = ""  # the malformed-entry problem last logged
         self._not_before = 0.0  # monotonic time a 429 asked us to wait until
+        # The last cycle as the jobs page and the landing page show it.
+        self.last_ok: bool | None = None  # None until the first cycle ends
+        self.last_success: float | None = None
+        self.last_duration: float | None = None
+        self.last_error = ""  # why the last cycle failed, in the log's words
 
     # -- one cycle ---------------------------------------------------------------------------
 
@@ -95,7 +100,13 @@ class CloudPoller:
         for reason, count in result.skipped.items():
             self.metrics.skipped(reason, count)
         self.metrics.tracked(self.tracker.size)
-        self.metrics.poll_finished(result.ok, time.monotonic() - started, now)
+        duration = time.monotonic() - started
+        self.metrics.poll_finished(result.ok, duration, now)
+        self.last_ok, self.last_duration = result.ok, duration
+        if result.ok:
+            self.last_success, self.last_error = now, ""
+        elif result.error is not None:
+            self.last_error = describe(result.error)
         self.cycles += 1
         self.failures = 0 if result.ok else self.failures + 1
         self._log(result)
@@ -289,6 +300,7 @@ class CloudPoller:
         self._log_failure(f"poll cycle crashed: {type(exc).__name__}", crashed=True)
         self.failures += 1
         self.cycles += 1
+        self.last_ok, self.last_error = False, f"poll cycle crashed: {type(exc).__name__}"
         with contextlib.suppress(Exception):  # logged above; the loop must go on
             self.metrics.poll_finished(False, 0.0, self._clock())
             self._on_cycle(self)
