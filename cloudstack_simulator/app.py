@@ -76,6 +76,7 @@ class Simulator:
         self.workload = Workload(self.store, self.directory, seed=self.config.seed)
         self.faults = faults.Faults()
         self.json_content_type = self.config.json_content_type
+        self.maintenance = False
         self._runner: web.AppRunner | None = None
         self._api_site: web.TCPSite | None = None
         self._control_runner: web.AppRunner | None = None
@@ -90,7 +91,7 @@ class Simulator:
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("GET", API_PATH, self.handle_api)
         app.router.add_route("POST", API_PATH, self.handle_api)
-        control.add_routes(app, self)
+        control.Control(self).add_to(app)
         return app
 
     async def handle_api(self, request: web.Request) -> web.StreamResponse:
@@ -194,7 +195,7 @@ class Simulator:
         self._port = _bound_port(self._api_site)
         if control_port is not None:
             control_app = web.Application()
-            control.add_routes(control_app, self)
+            control.Control(self).add_to(control_app)
             self._control_runner = web.AppRunner(
                 control_app, access_log=None, handle_signals=False, shutdown_timeout=5.0
             )
