@@ -37,7 +37,6 @@ class ControlledSimulator(Protocol):
     workload: Workload
     faults: Faults
     json_content_type: str
-    maintenance: bool
 
     @property
     def url(self) -> str: ...
@@ -139,6 +138,8 @@ class Control:
             ("DELETE", "/sim/workload", self.workload),
             ("GET", "/sim/counters", self.counters),
             ("DELETE", "/sim/counters", self.counters),
+            ("GET", "/sim/maintenance", self.maintenance),
+            ("POST", "/sim/maintenance", self.maintenance),
             ("GET", "/sim/settings", self.settings),
             ("POST", "/sim/settings", self.settings),
         ]
@@ -397,6 +398,15 @@ class Control:
             self.sim.api.counters.reset()
         return _ok(body)
 
+    async def maintenance(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            data = await _body(request)
+            enabled = data.get("enabled")
+            if not isinstance(enabled, bool):
+                raise BadRequest("enabled: true or false")
+            self.sim.api.maintenance = enabled
+        return _ok({"enabled": self.sim.api.maintenance})
+
     async def settings(self, request: web.Request) -> web.Response:
         if request.method == "POST":
             data = await _body(request)
@@ -411,6 +421,8 @@ class Control:
                 )
             if "expires_skew" in data:
                 self.sim.api.expires_skew = float(_number(data, "expires_skew", 0.0, minimum=-1e9))
+            if "api_job_duration" in data:
+                self.sim.api.job_duration = float(_number(data, "api_job_duration", None))
             if "job_expire" in data:
                 self.sim.store.expire = float(_number(data, "job_expire", None, minimum=1))
         return _ok(
@@ -418,6 +430,7 @@ class Control:
                 "json_content_type": self.sim.json_content_type,
                 "expires_skew": self.sim.api.expires_skew,
                 "job_expire": self.sim.store.expire,
+                "api_job_duration": self.sim.api.job_duration,
                 "version": self.sim.store.version,
                 "page_size": self.sim.api.page_size,
             }
