@@ -152,7 +152,9 @@ class Simulator:
             lowered = {k.lower(): v for k, v in params.items()}
             return 200, self.api.execute(caller, command, lowered), []
         except ApiFailure as failure:
-            headers = [("X-Description", failure.errortext)] if failure.described else []
+            headers = (
+                [("X-Description", _header_text(failure.errortext))] if failure.described else []
+            )
             return failure.errorcode, failure.body(default_name), headers
 
     def _json_headers(self) -> dict[str, str]:
@@ -289,6 +291,12 @@ async def _parameters(request: web.Request) -> dict[str, str]:
     for key, value in request.query.items():
         params[key] = value
     return params
+
+
+def _header_text(text: str) -> str:
+    """A header value as Jetty writes one: CR and LF become spaces (putSanitisedValue), and
+    what ISO-8859-1 text cannot carry over aiohttp's UTF-8 headers becomes `?`."""
+    return "".join(" " if c in "\r\n" else c if " " <= c <= "~" or c == "\t" else "?" for c in text)
 
 
 def _reset(request: web.Request) -> web.StreamResponse:

@@ -5,10 +5,17 @@ characters, repeated parameters and the X-Description header."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -300,3 +307,45 @@ async def test_error_answers_carry_x_description_except_failed_verification(
     # Successful answers have none either.
     status, _, _, headers = await get(simulator, simulator.admin, "listAsyncJobs")
     assert status == 200 and "X-Description" not in headers
+
+
+async def test_x_description_of_a_value_with_line_breaks_or_non_ascii_stays_one_header(
+    simulator: SimHandle,
+) -> None:
+    for jobid, shown in (("a\r\nX-Evil: 1", "a  X-Evil: 1"), ("é-1", "?-1")):
+        status, _, body, headers = await get(
+            simulator, simulator.admin, "queryAsyncJobResult", jobid=jobid
+        )
+        assert status == 431
+        assert f"value={jobid} " in body["queryasyncjobresultresponse"]["errortext"]
+        assert f"value={shown} " in headers["X-Description"]
+        assert "X-Evil" not in headers
+
+
+def test_cli_maintenance_flag_starts_in_maintenance() -> None:
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudstack_simulator", "--listen", "127.0.0.1:0", "--maintenance"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        url = re.search(r"(http://\S+)/client/api", line)
+        assert url, line
+        with urllib.request.urlopen(url.group(1) + "/sim/maintenance") as resp:
+            assert json.loads(resp.read()) == {"enabled": True}
+        query = sign(
+            {"command": "rebootVirtualMachine", "response": "json", "id": "vm-1"},
+            "sim-ops-api-key",
+            "sim-ops-secret-key",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url.group(1) + "/client/api?" + urllib.parse.urlencode(query))
+        assert refused.value.code == 503
+        assert refused.value.headers["X-Description"] == MAINTENANCE
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
