@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="send JSON as text/javascript, like old servers",
     )
     parser.add_argument(
+        "--maintenance",
+        action="store_true",
+        help="start in maintenance mode: commands that submit jobs get 503",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     return parser
@@ -116,6 +121,7 @@ async def _serve(args: argparse.Namespace, directory: Directory) -> None:
 
         config.json_content_type = OLD_JSON_CONTENT_TYPE
     sim = Simulator(config)
+    sim.api.maintenance = args.maintenance
     if args.jobs:
         sim.workload.prefill(args.jobs, spread=min(3600.0, config.job_expire / 2))
     host, port = args.listen

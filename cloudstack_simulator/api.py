@@ -1,6 +1,6 @@
 """The CloudStack API of the simulator: authentication (signatures, version-3 expiry, sessions),
 throttling, and the commands listAsyncJobs, queryAsyncJobResult, listCapabilities, login and
-logout, answering as ApiServlet / ApiServer do.
+logout, plus a few VM commands that start async jobs, answering as ApiServlet / ApiServer do.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cloudstack_simulator import catalog
 from cloudstack_simulator.accounts import DOMAIN_ADMIN, NORMAL, Account, Directory, Domain, User
 from cloudstack_simulator.clock import SimClock, parse_start_date, parse_tz_date
 from cloudstack_simulator.responses import (
@@ -21,10 +22,29 @@ from cloudstack_simulator.responses import (
     CS_SERVER_API,
     ApiFailure,
 )
-from cloudstack_simulator.store import JobStore
+from cloudstack_simulator.store import JobStore, Outcome
 from exporter.signing import signature
 
-COMMANDS = ("listAsyncJobs", "queryAsyncJobResult", "listCapabilities", "login", "logout")
+# API commands that submit an async job (BaseAsyncCmd), and the command class each runs.
+ASYNC_COMMANDS = {
+    "startVirtualMachine": "StartVMCmd",
+    "stopVirtualMachine": "StopVMCmd",
+    "rebootVirtualMachine": "RebootVMCmd",
+}
+COMMANDS = (
+    "listAsyncJobs",
+    "queryAsyncJobResult",
+    "listCapabilities",
+    "login",
+    "logout",
+    *ASYNC_COMMANDS,
+)
+# ApiServer.queueCommand's refusal while the server is in maintenance (apache/cloudstack #10417).
+MAINTENANCE_TEXT = (
+    "Maintenance or Shutdown has been initiated on this management server. Can not accept new jobs"
+)
+# ApiServer.CONTROL_CHARACTERS: C0 controls and DEL, except LF and CR.
+CONTROL_CHARACTERS = re.compile("[\x00-\x09\x0b-\x0c\x0e-\x1f\x7f]")
 BAD_CREDENTIALS = "unable to verify user credentials and/or request signature"
 BAD_SESSION = "unable to verify user credentials"
 SESSION_TIMEOUT = 1800  # seconds; the `timeout` of a login response
@@ -94,6 +114,8 @@ class CloudStackApi:
         self._windows: dict[Account, list[float]] = {}  # account -> [window end, calls]
         self.counters = Counters()
         self.expires_skew = 0.0  # seconds added to real time when checking `expires`
+        self.maintenance = False  # refuse new async jobs with 503, as in maintenance/shutdown
+        self.job_duration = 2.0  # seconds an API-submitted job runs before it succeeds
 
     # -- authentication --------------------------------------------------------------------
     def authenticate(
@@ -107,18 +129,18 @@ class CloudStackApi:
                 key.encode(), session.session_key.encode()
             ):
                 self.directory.sessions.pop(session.session_id, None)
-                raise ApiFailure(401, BAD_SESSION)
+                raise ApiFailure(401, BAD_SESSION, described=False)
             user = session.user
             if not (user.enabled and user.account.enabled):
                 self.directory.sessions.pop(session.session_id, None)
-                raise ApiFailure(401, BAD_SESSION)
+                raise ApiFailure(401, BAD_SESSION, described=False)
             self._command_available(user, command)
             return Caller(user, session.session_id)
         return Caller(self._verify_signature(command, params))
 
     def _verify_signature(self, command: str, params: Mapping[str, str]) -> User:
         if command not in COMMANDS:
-            raise ApiFailure(401, BAD_CREDENTIALS)
+            raise ApiFailure(401, BAD_CREDENTIALS, described=False)
         sig = api_key = version = expires = None
         for name in sorted(params):
             folded = name.lower()
@@ -131,25 +153,25 @@ class CloudStackApi:
             elif folded == "expires":
                 expires = params[name]
         if sig is None or api_key is None:
-            raise ApiFailure(401, BAD_CREDENTIALS)
+            raise ApiFailure(401, BAD_CREDENTIALS, described=False)
         if version == "3":
             if expires is None:
-                raise ApiFailure(401, BAD_CREDENTIALS)
+                raise ApiFailure(401, BAD_CREDENTIALS, described=False)
             try:
                 deadline = parse_tz_date(expires)
             except ValueError:
-                raise ApiFailure(401, BAD_CREDENTIALS) from None
+                raise ApiFailure(401, BAD_CREDENTIALS, described=False) from None
             if deadline < time.time() + self.expires_skew:
-                raise ApiFailure(401, BAD_CREDENTIALS)
+                raise ApiFailure(401, BAD_CREDENTIALS, described=False)
         user = self.directory.user_by_key(api_key)
         if user is None or not (user.enabled and user.account.enabled):
-            raise ApiFailure(401, BAD_CREDENTIALS)
+            raise ApiFailure(401, BAD_CREDENTIALS, described=False)
         self._command_available(user, command)
         if user.secret_key is None:
-            raise ApiFailure(401, BAD_CREDENTIALS)
+            raise ApiFailure(401, BAD_CREDENTIALS, described=False)
         expected = signature(params, user.secret_key)
         if not secrets.compare_digest(sig.encode(), expected.encode()):
-            raise ApiFailure(401, BAD_CREDENTIALS)
+            raise ApiFailure(401, BAD_CREDENTIALS, described=False)
         return user
 
     def _command_available(self, user: User, command: str) -> None:
@@ -222,8 +244,22 @@ class CloudStackApi:
         return answer, session.session_id, session.session_key
 
     # -- commands --------------------------------------------------------------------------
+    @staticmethod
+    def check_characters(params: Mapping[str, str]) -> None:
+        """ApiServer.checkCharacterInkParams: 431 for a value with a control character."""
+        for name, value in params.items():
+            if name != "activationrule" and CONTROL_CHARACTERS.search(value):
+                raise ApiFailure(
+                    431,
+                    "Received value containing illegal ASCII non-printable characters for "
+                    f"parameter {name}",
+                    CS_SERVER_API,
+                )
+
     def execute(self, caller: Caller, command: str, params: Mapping[str, str]) -> dict[str, Any]:
         """Run an authenticated command; `params` have lower-case names, as CloudStack's."""
+        if command in ASYNC_COMMANDS:
+            return self._submit(caller, command, params)
         if command == "listAsyncJobs":
             return self._list_async_jobs(caller.account, params)
         if command == "queryAsyncJobResult":
@@ -242,6 +278,32 @@ class CloudStackApi:
                 }
             }
         }
+
+    def _submit(self, caller: Caller, command: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """A BaseAsyncCmd: store the job and answer its jobid (ApiServer.queueCommand)."""
+        if self.maintenance:
+            raise ApiFailure(503, MAINTENANCE_TEXT, CS_SERVER_API)
+        vm_id = params.get("id")
+        if not vm_id:
+            raise ApiFailure(
+                431,
+                f"Unable to execute API command {command.lower()} due to missing parameter id",
+                CS_SERVER_API,
+            )
+        cmd, instance_type, result_object = catalog.class_for(
+            ASYNC_COMMANDS[command], caller.account.is_root_admin
+        )
+        # No VM inventory: any id is taken as the job's instance.
+        job = self.store.create(
+            caller.user,
+            cmd=cmd,
+            instance_type=instance_type,
+            instance_id=vm_id,
+            duration=self.job_duration,
+            outcome=Outcome(),
+            result_object=result_object,
+        )
+        return {f"{command.lower()}response": {"jobid": job.uuid}}
 
     def _query_async_job_result(self, caller: Account, params: Mapping[str, str]) -> dict[str, Any]:
         job_id = params.get("jobid")
@@ -318,7 +380,7 @@ class CloudStackApi:
             )
         limit = self.page_size if pagesize is None else pagesize
         if limit == -1:
-            offset, limit = 0, len(self.store.pending)
+            offset, limit = 0, len(self.store.jobs)
         else:
             limit = max(limit, 0)
             offset = limit * (page - 1) if page is not None and page > 0 else 0

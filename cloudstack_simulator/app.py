@@ -90,7 +90,7 @@ class Simulator:
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("GET", API_PATH, self.handle_api)
         app.router.add_route("POST", API_PATH, self.handle_api)
-        control.add_routes(app, self)
+        control.Control(self).add_to(app)
         return app
 
     async def handle_api(self, request: web.Request) -> web.StreamResponse:
@@ -112,7 +112,7 @@ class Simulator:
             counters.by_code["fault"] += 1
             return self._fault_answer(request, fault)
         json_wanted = params.get("response", "").lower() == "json"
-        status, body, set_cookies = self._process(request, command, params)
+        status, body, extra_headers = self._process(request, command, params)
         counters.by_code[str(status)] += 1
         if fault is not None and json_wanted:
             if fault.kind == "xml":
@@ -124,32 +124,38 @@ class Simulator:
                 )
             body = faults.corrupt(fault.kind, body)
         response = self._encode(status, body, json_wanted)
-        for cookie in set_cookies:
-            response.headers.add("Set-Cookie", cookie)
+        for name, value in extra_headers:
+            response.headers.add(name, value)
         return response
 
     def _process(
         self, request: web.Request, command: str, params: Mapping[str, str]
-    ) -> tuple[int, dict[str, Any], list[str]]:
-        """(status, body, Set-Cookie values) of one API request, as ApiServlet answers it."""
+    ) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """(status, body, extra headers) of one API request, as ApiServlet answers it."""
         default_name = response_name(command)
         try:
             if command == "login":
                 if request.method != "POST":
-                    raise ApiFailure(405, "Please use HTTP POST to authenticate using this API")
+                    raise ApiFailure(
+                        405, "Please use HTTP POST to authenticate using this API", described=False
+                    )
                 answer, session_id, session_key = self.api.login(params)
                 cookies = [
-                    f"JSESSIONID={session_id}; Path=/client; HttpOnly",
-                    f"sessionkey={session_key}; HttpOnly",
+                    ("Set-Cookie", f"JSESSIONID={session_id}; Path=/client; HttpOnly"),
+                    ("Set-Cookie", f"sessionkey={session_key}; HttpOnly"),
                 ]
                 self.api.counters.by_account[answer["loginresponse"]["account"]] += 1
                 return 200, answer, cookies
             caller = self.api.authenticate(command, params, request.cookies.get("JSESSIONID"))
             self.api.counters.by_account[caller.account.name] += 1
+            self.api.check_characters(params)
             lowered = {k.lower(): v for k, v in params.items()}
             return 200, self.api.execute(caller, command, lowered), []
         except ApiFailure as failure:
-            return failure.errorcode, failure.body(default_name), []
+            headers = (
+                [("X-Description", _header_text(failure.errortext))] if failure.described else []
+            )
+            return failure.errorcode, failure.body(default_name), headers
 
     def _json_headers(self) -> dict[str, str]:
         return {"Content-Type": self.json_content_type}
@@ -194,7 +200,7 @@ class Simulator:
         self._port = _bound_port(self._api_site)
         if control_port is not None:
             control_app = web.Application()
-            control.add_routes(control_app, self)
+            control.Control(self).add_to(control_app)
             self._control_runner = web.AppRunner(
                 control_app, access_log=None, handle_signals=False, shutdown_timeout=5.0
             )
@@ -266,10 +272,14 @@ class Simulator:
 
 
 async def _parameters(request: web.Request) -> dict[str, str]:
-    """Query and form parameters together, first value of each, like getParameterMap()."""
+    """Query and form parameters as ApiServlet.processRequestInContext reads them.
+
+    It takes getParameterMap() and reads the first value of each; utf8Fixup then re-reads the
+    query string pair by pair, each one replacing the entry, so a name repeated in the query
+    gets its last value and the query wins over the form. A form-only name keeps its first.
+    The same map is signed and used.
+    """
     params: dict[str, str] = {}
-    for key, value in request.query.items():
-        params.setdefault(key, value)
     if request.method == "POST" and request.content_type in (
         "application/x-www-form-urlencoded",
         "multipart/form-data",
@@ -278,7 +288,15 @@ async def _parameters(request: web.Request) -> dict[str, str]:
         for key, field_value in form.items():
             if isinstance(field_value, str):
                 params.setdefault(key, field_value)
+    for key, value in request.query.items():
+        params[key] = value
     return params
+
+
+def _header_text(text: str) -> str:
+    """A header value as Jetty writes one: CR and LF become spaces (putSanitisedValue), and
+    what ISO-8859-1 text cannot carry over aiohttp's UTF-8 headers becomes `?`."""
+    return "".join(" " if c in "\r\n" else c if " " <= c <= "~" or c == "\t" else "?" for c in text)
 
 
 def _reset(request: web.Request) -> web.StreamResponse:

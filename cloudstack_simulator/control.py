@@ -10,22 +10,45 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from cloudstack_simulator import catalog
-from cloudstack_simulator.accounts import Account
-from cloudstack_simulator.faults import FaultError
+from cloudstack_simulator.accounts import Account, Directory
+from cloudstack_simulator.api import CloudStackApi
+from cloudstack_simulator.clock import SimClock
+from cloudstack_simulator.faults import Fault, FaultError, Faults
 from cloudstack_simulator.responses import JSON_CONTENT_TYPE, OLD_JSON_CONTENT_TYPE
-from cloudstack_simulator.store import PENDING, Outcome, StoreError
-from cloudstack_simulator.workload import WorkloadError, parse_mix
-
-if TYPE_CHECKING:
-    from cloudstack_simulator.app import Simulator
+from cloudstack_simulator.store import PENDING, JobStore, Outcome, StoreError
+from cloudstack_simulator.workload import Workload, WorkloadError, parse_mix
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_CREATE = 1_000_000
+
+
+class ControlledSimulator(Protocol):
+    """What the control API needs of the simulator, and nothing else."""
+
+    store: JobStore
+    directory: Directory
+    clock: SimClock
+    api: CloudStackApi
+    workload: Workload
+    faults: Faults
+    json_content_type: str
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def control_url(self) -> str: ...
+
+    async def start_outage(self, seconds: float = 0.0) -> Fault: ...
+
+    async def end_outage(self) -> None: ...
+
+    async def clear_faults(self) -> int: ...
 
 
 class BadRequest(Exception):
@@ -80,21 +103,64 @@ def _guard(handler: Handler) -> Handler:
     return wrapped
 
 
-def add_routes(app: web.Application, sim: Simulator) -> None:
-    """Register every /sim/ route on `app`, acting on `sim`."""
+class Control:
+    """The /sim/ routes, one method each, acting on the simulator through `ControlledSimulator`."""
 
-    def account_of(ref: Any) -> Account:
+    def __init__(self, sim: ControlledSimulator) -> None:
+        self.sim = sim
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        """(method, path, handler) of every /sim/ route."""
+        return [
+            ("GET", "/sim", self.index),
+            ("GET", "/sim/", self.index),
+            ("GET", "/sim/accounts", self.accounts),
+            ("POST", "/sim/accounts/{account}/enabled", self.enable_account),
+            ("POST", "/sim/jobs", self.create_jobs),
+            ("GET", "/sim/jobs", self.list_jobs),
+            ("GET", "/sim/jobs/{jobid}", self.get_job),
+            ("POST", "/sim/jobs/{jobid}/finish", self.finish_job),
+            ("POST", "/sim/jobs/{jobid}/procstatus", self.set_procstatus),
+            ("POST", "/sim/purge", self.purge),
+            ("GET", "/sim/clock", self.clock),
+            ("POST", "/sim/clock", self.clock),
+            ("POST", "/sim/restart", self.restart),
+            ("POST", "/sim/keys/revoke", self.revoke_key),
+            ("POST", "/sim/sessions/expire", self.expire_sessions),
+            ("GET", "/sim/throttle", self.throttle),
+            ("POST", "/sim/throttle", self.throttle),
+            ("GET", "/sim/faults", self.list_faults),
+            ("POST", "/sim/faults", self.add_fault),
+            ("DELETE", "/sim/faults", self.clear_faults),
+            ("DELETE", "/sim/faults/{fault}", self.remove_fault),
+            ("GET", "/sim/workload", self.workload),
+            ("POST", "/sim/workload", self.workload),
+            ("DELETE", "/sim/workload", self.workload),
+            ("GET", "/sim/counters", self.counters),
+            ("DELETE", "/sim/counters", self.counters),
+            ("GET", "/sim/maintenance", self.maintenance),
+            ("POST", "/sim/maintenance", self.maintenance),
+            ("GET", "/sim/settings", self.settings),
+            ("POST", "/sim/settings", self.settings),
+        ]
+
+    def add_to(self, app: web.Application) -> None:
+        for method, path, handler in self.routes():
+            app.router.add_route(method, path, _guard(handler))
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _account_of(self, ref: Any) -> Account:
         if ref is None:
-            return sim.directory.accounts[0]
+            return self.sim.directory.accounts[0]
         if not isinstance(ref, str):
             raise BadRequest("account: a name, name@/domain/path or UUID")
-        account = sim.directory.account_by_ref(ref)
+        account = self.sim.directory.account_by_ref(ref)
         if account is None:
             raise BadRequest(f"account: no account {ref!r:.64} (or the name is ambiguous)")
         return account
 
-    def job_of(request: web.Request) -> Any:
-        job = sim.store.get(request.match_info["jobid"])
+    def _job_of(self, request: web.Request) -> Any:
+        job = self.sim.store.get(request.match_info["jobid"])
         if job is None:
             raise web.HTTPNotFound(
                 text=json.dumps({"error": "no such job (never created, or purged)"}),
@@ -102,7 +168,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             )
         return job
 
-    def outcome_of(data: dict[str, Any], default_shape: str) -> Outcome:
+    def _outcome_of(self, data: dict[str, Any], default_shape: str) -> Outcome:
         shape = data.get("outcome", data.get("shape", default_shape))
         if not isinstance(shape, str):
             raise BadRequest("outcome: a shape name")
@@ -112,30 +178,31 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             raise BadRequest("errortext: a string")
         return Outcome(shape, code, text)
 
-    async def index(request: web.Request) -> web.Response:
+    # -- routes -----------------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.Response:
         return _ok(
             {
-                "version": sim.store.version,
-                "url": sim.url,
-                "control_url": sim.control_url,
-                "now": sim.clock.now(),
-                "clock_offset": sim.clock.offset,
-                "jobs": sim.store.stats(),
-                "workload": sim.workload.describe(),
-                "faults": sim.faults.describe(),
+                "version": self.sim.store.version,
+                "url": self.sim.url,
+                "control_url": self.sim.control_url,
+                "now": self.sim.clock.now(),
+                "clock_offset": self.sim.clock.offset,
+                "jobs": self.sim.store.stats(),
+                "workload": self.sim.workload.describe(),
+                "faults": self.sim.faults.describe(),
             }
         )
 
-    async def accounts(request: web.Request) -> web.Response:
-        return _ok({"accounts": sim.directory.describe()})
+    async def accounts(self, request: web.Request) -> web.Response:
+        return _ok({"accounts": self.sim.directory.describe()})
 
-    async def create_jobs(request: web.Request) -> web.Response:
+    async def create_jobs(self, request: web.Request) -> web.Response:
         data = await _body(request)
         count = _integer(data, "count", 1, minimum=1)
         if count > MAX_CREATE:
             raise BadRequest(f"count: at most {MAX_CREATE}")
-        account = account_of(data.get("account"))
-        user = sim.directory.first_user(account)
+        account = self._account_of(data.get("account"))
+        user = self.sim.directory.first_user(account)
         pseudo = bool(data.get("pseudo", False))
         cmd_name = data.get("cmd", None if pseudo else "StopVMCmd")
         if cmd_name is not None and not isinstance(cmd_name, str):
@@ -157,11 +224,11 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         duration = _number(data, "duration", None)
         created_ago = _number(data, "created_ago", 0.0)
         proc_status = _integer(data, "proc_status", 0)
-        outcome = outcome_of(data, "success")
-        now = sim.clock.now()
+        outcome = self._outcome_of(data, "success")
+        now = self.sim.clock.now()
         ids = []
         for _ in range(count):
-            job = sim.store.create(
+            job = self.sim.store.create(
                 user,
                 cmd=cmd,
                 instance_type=instance_type,
@@ -177,7 +244,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             ids.append(job.uuid)
         return _ok({"jobids": ids}, status=201)
 
-    async def list_jobs(request: web.Request) -> web.Response:
+    async def list_jobs(self, request: web.Request) -> web.Response:
         status = request.query.get("status", "all")
         if status not in ("all", "pending", "finished"):
             raise BadRequest("status: all, pending or finished")
@@ -186,63 +253,67 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             offset = int(request.query.get("offset", "0"))
         except ValueError:
             raise BadRequest("limit and offset: integers") from None
-        sim.store.refresh()
-        source = sim.store.pending if status == "pending" else sim.store.jobs
+        self.sim.store.refresh()
+        source = self.sim.store.pending if status == "pending" else self.sim.store.jobs
         selected = [j for j in source.values() if status != "finished" or j.status != PENDING][
             offset : offset + limit
         ]
-        return _ok({"stats": sim.store.stats(), "jobs": [sim.store.truth(j) for j in selected]})
+        return _ok(
+            {"stats": self.sim.store.stats(), "jobs": [self.sim.store.truth(j) for j in selected]}
+        )
 
-    async def get_job(request: web.Request) -> web.Response:
-        return _ok(sim.store.truth(job_of(request)))
+    async def get_job(self, request: web.Request) -> web.Response:
+        return _ok(self.sim.store.truth(self._job_of(request)))
 
-    async def finish_job(request: web.Request) -> web.Response:
-        job = job_of(request)
+    async def finish_job(self, request: web.Request) -> web.Response:
+        job = self._job_of(request)
         data = await _body(request)
-        outcome = outcome_of(data, "success")
-        sim.store.finish(job, outcome)
-        return _ok(sim.store.truth(job))
+        outcome = self._outcome_of(data, "success")
+        self.sim.store.finish(job, outcome)
+        return _ok(self.sim.store.truth(job))
 
-    async def set_procstatus(request: web.Request) -> web.Response:
-        job = job_of(request)
+    async def set_procstatus(self, request: web.Request) -> web.Response:
+        job = self._job_of(request)
         data = await _body(request)
         job.proc_status = _integer(data, "value", None, minimum=-(2**31))
         if job.proc_status is None:
             raise BadRequest("value: the new jobprocstatus")
-        return _ok(sim.store.truth(job))
+        return _ok(self.sim.store.truth(job))
 
-    async def purge(request: web.Request) -> web.Response:
-        sim.store.refresh()
-        return _ok({"purged": sim.store.purge(), "jobs": sim.store.stats()})
+    async def purge(self, request: web.Request) -> web.Response:
+        self.sim.store.refresh()
+        return _ok({"purged": self.sim.store.purge(), "jobs": self.sim.store.stats()})
 
-    async def clock(request: web.Request) -> web.Response:
+    async def clock(self, request: web.Request) -> web.Response:
         if request.method == "POST":
             data = await _body(request)
             seconds = _number(data, "advance", 0.0)
-            sim.clock.advance(seconds)
-            sim.store.refresh()
-        return _ok({"now": sim.clock.now(), "offset": sim.clock.offset})
+            self.sim.clock.advance(seconds)
+            self.sim.store.refresh()
+        return _ok({"now": self.sim.clock.now(), "offset": self.sim.clock.offset})
 
-    async def restart(request: web.Request) -> web.Response:
-        failed = sim.store.restart()
-        sessions = sim.directory.expire_sessions()
+    async def restart(self, request: web.Request) -> web.Response:
+        failed = self.sim.store.restart()
+        sessions = self.sim.directory.expire_sessions()
         return _ok({"failed": failed, "sessions_expired": sessions})
 
-    async def revoke_key(request: web.Request) -> web.Response:
+    async def revoke_key(self, request: web.Request) -> web.Response:
         data = await _body(request)
         api_key = data.get("api_key")
         if api_key is None and data.get("account") is not None:
-            account = account_of(data["account"])
-            keys = [u.api_key for u in sim.directory.users if u.account is account and u.api_key]
+            account = self._account_of(data["account"])
+            keys = [
+                u.api_key for u in self.sim.directory.users if u.account is account and u.api_key
+            ]
         elif isinstance(api_key, str):
             keys = [api_key]
         else:
             raise BadRequest("api_key (or account): whose key to revoke")
-        revoked = sum(sim.directory.revoke_key(k) for k in keys)
+        revoked = sum(self.sim.directory.revoke_key(k) for k in keys)
         return _ok({"revoked": revoked})
 
-    async def enable_account(request: web.Request) -> web.Response:
-        account = account_of(request.match_info["account"])
+    async def enable_account(self, request: web.Request) -> web.Response:
+        account = self._account_of(request.match_info["account"])
         data = await _body(request)
         enabled = data.get("enabled")
         if not isinstance(enabled, bool):
@@ -250,48 +321,48 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         account.enabled = enabled
         return _ok({"account": account.name, "enabled": enabled})
 
-    async def expire_sessions(request: web.Request) -> web.Response:
-        return _ok({"expired": sim.directory.expire_sessions()})
+    async def expire_sessions(self, request: web.Request) -> web.Response:
+        return _ok({"expired": self.sim.directory.expire_sessions()})
 
-    async def throttle(request: web.Request) -> web.Response:
+    async def throttle(self, request: web.Request) -> web.Response:
         if request.method == "POST":
             data = await _body(request)
             limit = _integer(data, "max", None, minimum=1)
             interval = _number(data, "interval", 1.0)
             if not interval:
                 raise BadRequest("interval: a positive number of seconds")
-            sim.api.set_throttle(limit, float(interval))
-        return _ok({"max": sim.api.throttle.max, "interval": sim.api.throttle.interval})
+            self.sim.api.set_throttle(limit, float(interval))
+        return _ok({"max": self.sim.api.throttle.max, "interval": self.sim.api.throttle.interval})
 
-    async def list_faults(request: web.Request) -> web.Response:
-        return _ok({"faults": sim.faults.describe()})
+    async def list_faults(self, request: web.Request) -> web.Response:
+        return _ok({"faults": self.sim.faults.describe()})
 
-    async def add_fault(request: web.Request) -> web.Response:
+    async def add_fault(self, request: web.Request) -> web.Response:
         data = await _body(request)
         if data.get("kind") == "outage":
             seconds = _number(data, "seconds", 0.0)
-            fault = await sim.start_outage(float(seconds))
+            fault = await self.sim.start_outage(float(seconds))
         else:
-            fault = sim.faults.add(data)
+            fault = self.sim.faults.add(data)
         return _ok(fault.describe(), status=201)
 
-    async def clear_faults(request: web.Request) -> web.Response:
-        return _ok({"cleared": await sim.clear_faults()})
+    async def clear_faults(self, request: web.Request) -> web.Response:
+        return _ok({"cleared": await self.sim.clear_faults()})
 
-    async def remove_fault(request: web.Request) -> web.Response:
+    async def remove_fault(self, request: web.Request) -> web.Response:
         try:
             fault_id = int(request.match_info["fault"])
         except ValueError:
             raise BadRequest("fault id: an integer") from None
-        outage = sim.faults.active("outage")
+        outage = self.sim.faults.active("outage")
         if outage is not None and outage.id == fault_id:
-            await sim.end_outage()
+            await self.sim.end_outage()
             return _ok({"removed": True})
-        return _ok({"removed": sim.faults.remove(fault_id)})
+        return _ok({"removed": self.sim.faults.remove(fault_id)})
 
-    async def workload(request: web.Request) -> web.Response:
+    async def workload(self, request: web.Request) -> web.Response:
         if request.method == "DELETE":
-            await sim.workload.stop()
+            await self.sim.workload.stop()
         elif request.method == "POST":
             data = await _body(request)
             seed = data.get("seed")
@@ -305,7 +376,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             work_jobs = data.get("work_jobs")
             if work_jobs is not None and not isinstance(work_jobs, bool):
                 raise BadRequest("work_jobs: true or false")
-            sim.workload.configure(
+            self.sim.workload.configure(
                 rate=_number(data, "rate", None),
                 seed=seed,
                 mix=parse_mix(data["mix"]) if "mix" in data else None,
@@ -314,74 +385,53 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             )
             prefill = _integer(data, "prefill", 0)
             if prefill:
-                sim.workload.prefill(prefill)
+                self.sim.workload.prefill(prefill)
             if data.get("running", True):
-                sim.workload.start()
+                self.sim.workload.start()
             else:
-                await sim.workload.stop()
-        return _ok(sim.workload.describe())
+                await self.sim.workload.stop()
+        return _ok(self.sim.workload.describe())
 
-    async def counters(request: web.Request) -> web.Response:
-        body = sim.api.counters.describe()
+    async def counters(self, request: web.Request) -> web.Response:
+        body = self.sim.api.counters.describe()
         if request.method == "DELETE":
-            sim.api.counters.reset()
+            self.sim.api.counters.reset()
         return _ok(body)
 
-    async def settings(request: web.Request) -> web.Response:
+    async def maintenance(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            data = await _body(request)
+            enabled = data.get("enabled")
+            if not isinstance(enabled, bool):
+                raise BadRequest("enabled: true or false")
+            self.sim.api.maintenance = enabled
+        return _ok({"enabled": self.sim.api.maintenance})
+
+    async def settings(self, request: web.Request) -> web.Response:
         if request.method == "POST":
             data = await _body(request)
             content_type = data.get("json_content_type")
             if content_type is not None:
                 if content_type not in ("application/json", "text/javascript"):
                     raise BadRequest("json_content_type: application/json or text/javascript")
-                sim.json_content_type = (
+                self.sim.json_content_type = (
                     JSON_CONTENT_TYPE
                     if content_type == "application/json"
                     else OLD_JSON_CONTENT_TYPE
                 )
             if "expires_skew" in data:
-                sim.api.expires_skew = float(_number(data, "expires_skew", 0.0, minimum=-1e9))
+                self.sim.api.expires_skew = float(_number(data, "expires_skew", 0.0, minimum=-1e9))
+            if "api_job_duration" in data:
+                self.sim.api.job_duration = float(_number(data, "api_job_duration", None))
             if "job_expire" in data:
-                sim.store.expire = float(_number(data, "job_expire", None, minimum=1))
+                self.sim.store.expire = float(_number(data, "job_expire", None, minimum=1))
         return _ok(
             {
-                "json_content_type": sim.json_content_type,
-                "expires_skew": sim.api.expires_skew,
-                "job_expire": sim.store.expire,
-                "version": sim.store.version,
-                "page_size": sim.api.page_size,
+                "json_content_type": self.sim.json_content_type,
+                "expires_skew": self.sim.api.expires_skew,
+                "job_expire": self.sim.store.expire,
+                "api_job_duration": self.sim.api.job_duration,
+                "version": self.sim.store.version,
+                "page_size": self.sim.api.page_size,
             }
         )
-
-    routes: list[tuple[str, str, Handler]] = [
-        ("GET", "/sim", index),
-        ("GET", "/sim/", index),
-        ("GET", "/sim/accounts", accounts),
-        ("POST", "/sim/accounts/{account}/enabled", enable_account),
-        ("POST", "/sim/jobs", create_jobs),
-        ("GET", "/sim/jobs", list_jobs),
-        ("GET", "/sim/jobs/{jobid}", get_job),
-        ("POST", "/sim/jobs/{jobid}/finish", finish_job),
-        ("POST", "/sim/jobs/{jobid}/procstatus", set_procstatus),
-        ("POST", "/sim/purge", purge),
-        ("GET", "/sim/clock", clock),
-        ("POST", "/sim/clock", clock),
-        ("POST", "/sim/restart", restart),
-        ("POST", "/sim/keys/revoke", revoke_key),
-        ("POST", "/sim/sessions/expire", expire_sessions),
-        ("GET", "/sim/throttle", throttle),
-        ("POST", "/sim/throttle", throttle),
-        ("GET", "/sim/faults", list_faults),
-        ("POST", "/sim/faults", add_fault),
-        ("DELETE", "/sim/faults", clear_faults),
-        ("DELETE", "/sim/faults/{fault}", remove_fault),
-        ("GET", "/sim/workload", workload),
-        ("POST", "/sim/workload", workload),
-        ("DELETE", "/sim/workload", workload),
-        ("GET", "/sim/counters", counters),
-        ("DELETE", "/sim/counters", counters),
-        ("GET", "/sim/settings", settings),
-        ("POST", "/sim/settings", settings),
-    ]
-    for method, path, handler in routes:
-        app.router.add_route(method, path, _guard(handler))

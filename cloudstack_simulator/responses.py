@@ -29,12 +29,16 @@ class ApiFailure(Exception):
         cserrorcode: int | None = None,
         *,
         response_name: str | None = None,
+        described: bool = True,
     ) -> None:
         super().__init__(f"{errorcode}: {errortext}")
         self.errorcode = errorcode
         self.errortext = errortext
         self.cserrorcode = cserrorcode
         self.response_name = response_name
+        # ApiServlet sets X-Description (the errortext) on a ServerApiException's answer only;
+        # a failed verifyRequest or login is written without it.
+        self.described = described
 
     def body(self, default_name: str) -> dict[str, Any]:
         inner: dict[str, Any] = {"uuidList": [], "errorcode": self.errorcode}

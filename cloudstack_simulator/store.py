@@ -143,7 +143,12 @@ class JobStore:
             (catalog_uuid(self._rng), name) for name in management_servers
         ] or [(catalog_uuid(self._rng), "ms-1")]
         self.pending: dict[str, SimJob] = {}
-        self.pending_by_account: dict[Account, dict[str, SimJob]] = {}
+        # What listAsyncJobs can show, oldest first: the pending jobs, less VM work and pseudo
+        # jobs from 4.17.1 (PR #6564), plus finished jobs until purge up to 4.11.
+        self.listed: dict[str, SimJob] = {}
+        self.listed_by_account: dict[Account, dict[str, SimJob]] = {}
+        self.list_finished = self._features < (4, 12)
+        self.list_internal = self._features < (4, 17, 1)
         self.jobs: dict[str, SimJob] = {}
         self._seq = itertools.count(1)
         self._due: list[tuple[float, int, SimJob]] = []
@@ -198,7 +203,9 @@ class JobStore:
         job.proc_status = proc_status
         self.jobs[job_uuid] = job
         self.pending[job_uuid] = job
-        self.pending_by_account.setdefault(job.account, {})[job_uuid] = job
+        if self.list_internal or not is_internal(cmd):
+            self.listed[job_uuid] = job
+            self.listed_by_account.setdefault(job.account, {})[job_uuid] = job
         if job.due is not None:
             heapq.heappush(self._due, (job.due, seq, job))
         heapq.heappush(self._purge_pending, (created, seq, job))
@@ -247,8 +254,8 @@ class JobStore:
         job.completed = when
         job.due = None
         del self.pending[job.uuid]
-        by_account = self.pending_by_account[job.account]
-        del by_account[job.uuid]
+        if not self.list_finished:
+            self._unlist(job)
         heapq.heappush(self._purge_finished, (when, job.seq, job))
         return job
 
@@ -272,6 +279,7 @@ class JobStore:
             job = heapq.heappop(finished)[2]
             if self.jobs.get(job.uuid) is job:
                 del self.jobs[job.uuid]
+                self._unlist(job)
                 count += 1
         unfinished = self._purge_pending
         while unfinished and unfinished[0][0] <= cutoff:
@@ -279,11 +287,15 @@ class JobStore:
             if job.status == PENDING and self.jobs.get(job.uuid) is job:
                 del self.jobs[job.uuid]
                 del self.pending[job.uuid]
-                del self.pending_by_account[job.account][job.uuid]
+                self._unlist(job)
                 job.due = None
                 count += 1
         self.purged += count
         return count
+
+    def _unlist(self, job: SimJob) -> None:
+        if self.listed.pop(job.uuid, None) is not None:
+            del self.listed_by_account[job.account][job.uuid]
 
     # -- queries ---------------------------------------------------------------------------
     def get(self, job_uuid: str) -> SimJob | None:
@@ -302,13 +314,13 @@ class JobStore:
         offset: int = 0,
         limit: int = 500,
     ) -> tuple[int, list[SimJob]]:
-        """(total matches, one page) of pending jobs, oldest first."""
+        """(total matches, one page) of the jobs listAsyncJobs shows, oldest first."""
         self.refresh()
         if accounts is not None and len(accounts) == 1:
-            source = self.pending_by_account.get(accounts[0], {})
+            source = self.listed_by_account.get(accounts[0], {})
             accounts = None
         else:
-            source = self.pending
+            source = self.listed
         checks: list[Callable[[SimJob], bool]] = []
         if accounts is not None:
             allowed = set(accounts)
@@ -356,10 +368,12 @@ class JobStore:
         if job.instance_type is not None and job.instance_id is not None:
             out["jobinstancetype"] = job.instance_type
             out["jobinstanceid"] = job.instance_id
-        if job.status == PENDING and self._features >= (4, 19):
+        if job.status == PENDING and self._features >= (4, 21):
             out["managementserverid"] = job.msid
-            if self._features >= (4, 21):
-                out["managementservername"] = self.server_name(job.msid)
+            out["managementservername"] = self.server_name(job.msid)
+        elif job.status == PENDING and self._features >= (4, 19):
+            # 4.19 and 4.20 show the numeric msid (AsyncJobResponse's Long field).
+            out["managementserverid"] = numeric_msid(job.msid)
         out["created"] = job.created_text
         if job.completed is not None:
             out["completed"] = self.clock.format(job.completed)
@@ -399,6 +413,7 @@ class JobStore:
             "due": job.due,
             "planned": None if job.status != PENDING else vars_of(job.outcome),
             "managementserverid": job.msid,
+            "msid": numeric_msid(job.msid),
             "api": self.response(job),  # what queryAsyncJobResult shows of it now
         }
 
@@ -419,6 +434,17 @@ def vars_of(outcome: Outcome) -> dict[str, Any]:
         "result_code": outcome.result_code,
         "errortext": outcome.errortext,
     }
+
+
+def is_internal(cmd: str | None) -> bool:
+    """A pseudo job (no cmd) or a VM work job, which servers from 4.17.1 leave out of lists."""
+    return cmd is None or cmd.startswith(catalog.VM_WORK_PACKAGE + ".VmWork")
+
+
+def numeric_msid(server_uuid: str) -> int:
+    """The server's msid as 4.19 and 4.20 show it: a 48-bit number (CloudStack derives it from
+    a MAC address), fixed per server UUID."""
+    return int(uuid.UUID(server_uuid).hex[:12], 16)
 
 
 def catalog_uuid(rng: random.Random) -> str:

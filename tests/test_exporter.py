@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from exporter_harness import Exporter, Metrics, cloud_yaml, write_config
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
-from simulator_fixtures import SimHandle
+from simulator_fixtures import SimHandle, _running
 
 pytest_plugins = ["simulator_fixtures"]
 
@@ -65,7 +65,8 @@ def assert_job_matches_truth(metrics: Metrics, cloud: str, truth: dict) -> None:
     assert info_labels["account"] == api.get("account", "")
     assert info_labels["domain_id"] == api.get("domainid", "")
     assert info_labels["domain_path"] == api.get("domainpath", "")
-    assert info_labels["management_server_id"] == api.get("managementserverid", "")
+    # 4.19 and 4.20 send a JSON number: the label is its decimal digits.
+    assert info_labels["management_server_id"] == str(api.get("managementserverid", ""))
     assert info_labels["management_server_name"] == api.get("managementservername", "")
     expected_object = ""
     if truth["status"] == 1 and isinstance(result, dict) and len(result) == 1:
@@ -498,21 +499,21 @@ async def test_quiet_steady_state_costs_only_list_pages(
         )
 
 
-async def test_internal_and_pseudo_jobs_are_skipped_by_default(
-    simulator: SimHandle, tmp_path: Path
-) -> None:
-    api = await simulator.create_jobs(1, cmd="MigrateVolumeCmd")
-    await simulator.create_jobs(1, cmd="com.cloud.vm.VmWorkMigrateVolume")
-    await simulator.create_jobs(1, pseudo=True)
-    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
-    async with Exporter(config) as exporter:
-        metrics = await exporter.metrics()
-        assert metrics.job_ids("a") == set(api)
-        for reason in ("internal", "pseudo"):
-            skipped = metrics.value(
-                "cloudstack_exporter_jobs_skipped_total", cloud="a", reason=reason
-            )
-            assert skipped == 1
+async def test_internal_and_pseudo_jobs_are_skipped_by_default(tmp_path: Path) -> None:
+    # Servers before 4.17.1 list VM work and pseudo jobs (apache/cloudstack PR #6564).
+    async for simulator in _running("+0000", seed=5, version="4.16.1.0"):
+        api = await simulator.create_jobs(1, cmd="MigrateVolumeCmd")
+        await simulator.create_jobs(1, cmd="com.cloud.vm.VmWorkMigrateVolume")
+        await simulator.create_jobs(1, pseudo=True)
+        config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+        async with Exporter(config) as exporter:
+            metrics = await exporter.metrics()
+            assert metrics.job_ids("a") == set(api)
+            for reason in ("internal", "pseudo"):
+                skipped = metrics.value(
+                    "cloudstack_exporter_jobs_skipped_total", cloud="a", reason=reason
+                )
+                assert skipped == 1
 
 
 async def test_per_job_series_can_be_switched_off(simulator: SimHandle, tmp_path: Path) -> None:
@@ -596,3 +597,62 @@ async def test_promtool_check_metrics_is_silent_on_real_output(
         assert headers["Content-Type"].startswith("application/openmetrics-text")
         om_types = {f.name: f.type for f in parse_om(om.decode())}
         assert om_types == Metrics(body.decode()).families
+
+
+async def test_numeric_management_server_id_of_419_is_a_label_of_its_digits(
+    tmp_path: Path,
+) -> None:
+    async for sim in _running("+0000", seed=5, version="4.19.0.0"):
+        [job] = await sim.create_jobs(cmd="StopVMCmd")
+        config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", sim)])
+        async with Exporter(config) as exporter:
+            await exporter.cycle()
+            metrics = await exporter.metrics()
+            truth = await truth_with_unix(sim, job)
+            assert isinstance(truth["api"]["managementserverid"], int)
+            assert_job_matches_truth(metrics, "a", truth)
+            digits = str(truth["msid"])
+            [(labels, _)] = metrics.find("cloudstack_async_job_info", job_id=job)
+            assert labels["management_server_id"] == digits
+            by_server = metrics.value(
+                "cloudstack_async_jobs_pending_by_management_server",
+                cloud="a",
+                management_server_id=digits,
+            )
+            assert by_server == 1
+
+
+async def test_411_listed_final_jobs_are_taken_as_final_and_counted_once(
+    tmp_path: Path,
+) -> None:
+    # Up to 4.11 listAsyncJobs keeps returning finished jobs, with their final status, until purge.
+    async for sim in _running("+0000", seed=5, version="4.11.3.0"):
+        ok, failed, pending = await sim.create_jobs(3, cmd="StartVMCmd", created_ago=30)
+        config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", sim)])
+        async with Exporter(config) as exporter:
+            await sim.finish(ok)
+            await sim.finish(failed, "failure", result_code=533)
+            for _ in range(4):
+                await exporter.cycle()
+            metrics = await exporter.metrics()
+            for job_id in (ok, failed, pending):
+                assert_job_matches_truth(metrics, "a", await truth_with_unix(sim, job_id))
+            assert metrics.total("cloudstack_async_job_duration_seconds_count", cloud="a") == 2
+            assert metrics.total("cloudstack_async_jobs_finished_total", cloud="a") == 2
+            assert (
+                metrics.value(
+                    "cloudstack_async_jobs_finished_total",
+                    cloud="a",
+                    cmd="StartVMCmd",
+                    status="failed",
+                    result_code="533",
+                )
+                == 1
+            )
+            await sim.reset_counters()
+            await exporter.cycle(3)
+            again = await exporter.metrics()
+            assert again.total("cloudstack_async_job_duration_seconds_count", cloud="a") == 2
+            assert again.total("cloudstack_async_jobs_finished_total", cloud="a") == 2
+            # Final when listed: never queried.
+            assert (await sim.counters())["by_command"] == {"listAsyncJobs": 3}
