@@ -14,7 +14,9 @@ in CloudStack).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -306,7 +308,10 @@ class EventBus:
                 params["id"] = job.instance_id
             if job.user.api_key:
                 params["apikey"] = job.user.api_key
-                params["signature"] = "c2ltdWxhdGVkLXNpZ25hdHVyZQ" + job.uuid[:8]
+                digest = hashlib.sha1(
+                    job.uuid.encode()
+                ).digest()  # shaped like a signature
+                params["signature"] = base64.b64encode(digest).decode()
                 params["signatureversion"] = "3"
                 params["expires"] = job.created_text
         info = dict(params)
