@@ -186,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AccountsError, ValueError) as exc:
         print(f"cloudstack-simulator: {exc}", file=sys.stderr)
         return 2
+    if args.events_url and not args.events_url.startswith(("amqp://", "amqps://")):
+        print(
+            "cloudstack-simulator: --events.url must be amqp://... or amqps://...", file=sys.stderr
+        )
+        return 2
     if args.jobs < 0:
         print("cloudstack-simulator: --jobs must not be negative", file=sys.stderr)
         return 2

@@ -73,7 +73,7 @@ COMMAND_EVENTS: dict[str, tuple[str, str]] = {
     "CreateTemplateCmd": ("createTemplate", "TEMPLATE.CREATE"),
     "RestartNetworkCmd": ("restartNetwork", "NETWORK.RESTART"),
 }
-DROP_REASONS = ("disabled", "unreachable", "timeout", "error", "queue_full", "fault")
+DROP_REASONS = ("stopped", "unreachable", "timeout", "error", "queue_full", "fault")
 _GSON_ESCAPES = str.maketrans(
     {
         "<": "\\u003c",
@@ -163,6 +163,7 @@ class EventBus:
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
+        self._configured = asyncio.Event()  # set while there is a URL
         self._next_attempt = 0.0
         self.connects = 0
         self.last_error: str | None = None
@@ -193,6 +194,10 @@ class EventBus:
             raise EventsError("queue_size, reconnect_interval, publish_timeout: above 0")
         changed = (new.url, new.exchange) != (self.settings.url, self.settings.exchange)
         self.settings = new
+        if new.url:
+            self._configured.set()
+        else:
+            self._configured.clear()
         if changed:
             self._next_attempt = 0.0
             self._drop_connection()
@@ -224,10 +229,12 @@ class EventBus:
             self.params.pop(job.uuid, None)
 
     def _enqueue(self, event_type: str, job: SimJob) -> None:
+        if not self.settings.url:
+            return  # no bus configured: nothing to publish, nothing lost
         if not is_api_job(job) or job.shape == "restart":
             return  # CloudStack publishes nothing for these (restart failures: straight to the DB)
-        if not self.settings.url or self._queue is None:
-            self.dropped["disabled"] += 1
+        if self._queue is None:
+            self.dropped["stopped"] += 1
             return
         if self.settings.drop_share and self._rng.random() < self.settings.drop_share:
             self.dropped["fault"] += 1
@@ -308,9 +315,7 @@ class EventBus:
                 params["id"] = job.instance_id
             if job.user.api_key:
                 params["apikey"] = job.user.api_key
-                digest = hashlib.sha1(
-                    job.uuid.encode()
-                ).digest()  # shaped like a signature
+                digest = hashlib.sha1(job.uuid.encode()).digest()  # shaped like a signature
                 params["signature"] = base64.b64encode(digest).decode()
                 params["signatureversion"] = "3"
                 params["expires"] = job.created_text
@@ -330,6 +335,8 @@ class EventBus:
         if self._tasks:
             return
         self._queue = asyncio.Queue(self.settings.queue_size)
+        if self.settings.url:
+            self._configured.set()
         self._tasks = [
             asyncio.create_task(self._connector(), name="events-connector"),
             asyncio.create_task(self._publisher(), name="events-publisher"),
@@ -344,7 +351,7 @@ class EventBus:
                 await task
         self._tasks = []
         if self._queue is not None:
-            self.dropped["disabled"] += self._queue.qsize()
+            self.dropped["stopped"] += self._queue.qsize()
         self._queue = None
         await self._close()
 
@@ -388,6 +395,14 @@ class EventBus:
             self._next_attempt = time.monotonic() + self.settings.reconnect_interval
             await self._connect()
 
+    def _scrub(self, text: str) -> str:
+        """`text` without the broker's password (errors may quote the URL)."""
+        with contextlib.suppress(ValueError):
+            password = urlsplit(self.settings.url).password
+            if password:
+                text = text.replace(password, "***")
+        return text
+
     async def _connect(self) -> None:
         url, exchange_name = self.settings.url, self.settings.exchange
         try:
@@ -396,7 +411,7 @@ class EventBus:
                 self.settings.publish_timeout + 1,
             )
         except Exception as exc:
-            self.last_error = f"{type(exc).__name__}: {redact_url(str(exc))}"[:300]
+            self.last_error = self._scrub(f"{type(exc).__name__}: {exc}")[:300]
             log.warning("event bus %s unreachable; events are dropped", redact_url(url))
             return
         if (url, exchange_name) != (self.settings.url, self.settings.exchange):
@@ -456,6 +471,7 @@ class EventBus:
     async def _settler(self) -> None:
         # Jobs end lazily in the store; while a bus is configured, settle them on time.
         while True:
+            await self._configured.wait()
             await asyncio.sleep(self.settings.settle_interval)
             if self.settings.url:
                 try:

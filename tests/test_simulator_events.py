@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -371,3 +375,39 @@ async def test_drop_share_fault_is_deterministic(rabbitmq: RabbitNode) -> None:
     assert set(got) < set(jobids)
     again_ids, again = await _dropped_ids(rabbitmq, 0.5)
     assert again_ids == jobids and again == got  # same seed, same gaps
+
+
+async def test_command_line_flags_publish(rabbitmq: RabbitNode, tmp_path: Path) -> None:
+    exchange = unique_name("cli")
+    connection = await aio_pika.connect(rabbitmq.url)
+    _OPEN.append(connection)
+    consumer = Consumer(await connection.channel(), exchange)
+    await consumer.bind()
+    root = Path(__file__).resolve().parent.parent
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cloudstack_simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--workload",
+        "20",
+        "--events.url",
+        rabbitmq.url,
+        "--events.exchange",
+        exchange,
+        "--events.accountinfo",
+        "--log-level",
+        "debug",
+        stderr=(tmp_path / "stderr").open("wb"),  # a file: debug logs would fill a pipe
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        key, body = await consumer.body()
+        assert key.startswith("management-server.AsyncJobEvent.submit.")
+        assert body["status"] == "IN_PROGRESS" and "accountname" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), GUARD) == 0
+    stderr = (tmp_path / "stderr").read_text()
+    assert "guest:guest" not in stderr and "Traceback" not in stderr
