@@ -403,7 +403,10 @@ async def test_command_line_flags_publish(rabbitmq: RabbitNode, tmp_path: Path) 
         env={**os.environ, "PYTHONPATH": str(root)},
     )
     try:
-        key, body = await consumer.body()
+        try:
+            key, body = await consumer.body()
+        except TimeoutError:
+            raise AssertionError((tmp_path / "stderr").read_text()[-3000:]) from None
         assert key.startswith("management-server.AsyncJobEvent.submit.")
         assert body["status"] == "IN_PROGRESS" and "accountname" in body
     finally:
