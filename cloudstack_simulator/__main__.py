@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from cloudstack_simulator.accounts import AccountsError, Directory, load_accounts
 from cloudstack_simulator.app import Simulator, SimulatorConfig
 from cloudstack_simulator.clock import parse_timezone
+from cloudstack_simulator.events import EventSettings
 from cloudstack_simulator.workload import WorkloadError
 
 log = logging.getLogger("cloudstack_simulator")
@@ -103,6 +104,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="start in maintenance mode: commands that submit jobs get 503",
     )
     parser.add_argument(
+        "--events.url",
+        dest="events_url",
+        default="",
+        metavar="URL",
+        help="publish AsyncJobEvent messages to this RabbitMQ broker, amqp://user:pass@host:port/"
+        "vhost (default: no event bus)",
+    )
+    parser.add_argument(
+        "--events.exchange",
+        dest="events_exchange",
+        default="cloudstack-events",
+        help="the exchange events go to (default cloudstack-events)",
+    )
+    parser.add_argument(
+        "--events.accountinfo",
+        dest="events_accountinfo",
+        action="store_true",
+        help="event.accountinfo: add username, accountname and domainname to events",
+    )
+    parser.add_argument(
+        "--events.reconnect-interval",
+        dest="events_reconnect",
+        type=_positive,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between attempts to reach the broker (default 10, as CloudStack)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     return parser
@@ -115,6 +144,12 @@ async def _serve(args: argparse.Namespace, directory: Directory) -> None:
         job_expire=args.job_expire * 60,
         version=args.cs_version,
         seed=args.seed,
+        events=EventSettings(
+            url=args.events_url,
+            exchange=args.events_exchange,
+            accountinfo=args.events_accountinfo,
+            reconnect_interval=args.events_reconnect or 10.0,
+        ),
     )
     if args.text_javascript:
         from cloudstack_simulator.responses import OLD_JSON_CONTENT_TYPE
@@ -156,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         directory = load_accounts(args.accounts) if args.accounts else Directory()
     except (AccountsError, ValueError) as exc:
         print(f"cloudstack-simulator: {exc}", file=sys.stderr)
+        return 2
+    if args.events_url and not args.events_url.startswith(("amqp://", "amqps://")):
+        print(
+            "cloudstack-simulator: --events.url must be amqp://... or amqps://...", file=sys.stderr
+        )
         return 2
     if args.jobs < 0:
         print("cloudstack-simulator: --jobs must not be negative", file=sys.stderr)

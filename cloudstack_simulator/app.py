@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cloudstack_simulator import control, faults
+from cloudstack_simulator import control, events, events_control, faults
 from cloudstack_simulator.accounts import Directory
 from cloudstack_simulator.api import COMMANDS, CloudStackApi, response_name
 from cloudstack_simulator.clock import SimClock
@@ -51,6 +51,7 @@ class SimulatorConfig:
     page_size: int = 500  # default.page.size
     seed: int | None = 0
     management_servers: tuple[str, ...] = ("ms-1",)
+    events: events.EventSettings = field(default_factory=events.EventSettings)
 
 
 class Simulator:
@@ -75,6 +76,7 @@ class Simulator:
         )
         self.workload = Workload(self.store, self.directory, seed=self.config.seed)
         self.faults = faults.Faults()
+        self.events = events.EventBus(self.store, self.config.events, seed=self.config.seed)
         self.json_content_type = self.config.json_content_type
         self._runner: web.AppRunner | None = None
         self._api_site: web.TCPSite | None = None
@@ -91,6 +93,7 @@ class Simulator:
         app.router.add_route("GET", API_PATH, self.handle_api)
         app.router.add_route("POST", API_PATH, self.handle_api)
         control.Control(self).add_to(app)
+        events_control.add_routes(app, self)
         return app
 
     async def handle_api(self, request: web.Request) -> web.StreamResponse:
@@ -191,6 +194,7 @@ class Simulator:
         """Listen on host:port (0: any free port); control_port adds a control-only listener."""
         self._host = host
         self._closing.clear()
+        await self.events.start()
         self._runner = web.AppRunner(
             self.make_app(), access_log=None, handle_signals=False, shutdown_timeout=5.0
         )
@@ -201,6 +205,7 @@ class Simulator:
         if control_port is not None:
             control_app = web.Application()
             control.Control(self).add_to(control_app)
+            events_control.add_routes(control_app, self)
             self._control_runner = web.AppRunner(
                 control_app, access_log=None, handle_signals=False, shutdown_timeout=5.0
             )
@@ -212,6 +217,7 @@ class Simulator:
     async def stop(self) -> None:
         self._closing.set()
         await self.workload.stop()
+        await self.events.stop()
         if self._outage_timer is not None:
             self._outage_timer.cancel()
         for runner in (self._control_runner, self._runner):

@@ -155,6 +155,8 @@ class JobStore:
         self._purge_finished: list[tuple[float, int, SimJob]] = []
         self._purge_pending: list[tuple[float, int, SimJob]] = []
         self.purged = 0
+        # Called with ("submit" | "complete", job) once a job is stored or its end committed.
+        self.observers: list[Callable[[str, SimJob], None]] = []
 
     # -- creation --------------------------------------------------------------------------
     def create(
@@ -209,6 +211,8 @@ class JobStore:
         if job.due is not None:
             heapq.heappush(self._due, (job.due, seq, job))
         heapq.heappush(self._purge_pending, (created, seq, job))
+        for observer in self.observers:
+            observer("submit", job)
         return job
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -257,6 +261,8 @@ class JobStore:
         if not self.list_finished:
             self._unlist(job)
         heapq.heappush(self._purge_finished, (when, job.seq, job))
+        for observer in self.observers:
+            observer("complete", job)
         return job
 
     def restart(self) -> int:
