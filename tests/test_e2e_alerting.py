@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from binaries import missing, require
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -45,16 +45,6 @@ WRONG_SECRET = "not-the-secret-key"
 T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def need(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    reason = f"{name} is not installed (Debian packages prometheus, prometheus-alertmanager)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -225,17 +215,14 @@ def drive(sim: str) -> None:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, webhook: tuple[Webhook, int]
 ) -> Iterator[Stack]:
-    prometheus_bin = need("prometheus")
-    alertmanager_bin = shutil.which("prometheus-alertmanager") or need("alertmanager")
+    prometheus_bin = require("prometheus")
+    alertmanager_bin = require("prometheus-alertmanager", "alertmanager")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     version = subprocess.run(
         [sys.executable, "-m", "exporter", "--version"], env=env, capture_output=True, timeout=30
     )
     if version.returncode != 0:
-        reason = f"the exporter does not run: {version.stderr.decode()[-300:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(f"the exporter does not run: {version.stderr.decode()[-300:]}")
 
     s = Stack(tmp_path_factory.mktemp("e2e"))
     try:
