@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from binaries import missing, require
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -45,13 +45,6 @@ WRONG_SECRET = "not-the-secret-key"
 T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http_json(url: str, body: Any = None, timeout: float = 5.0) -> Any:
