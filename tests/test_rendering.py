@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from binaries import require
+from factories import api_job
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.core import GaugeMetricFamily
@@ -37,20 +38,7 @@ def iso(ts: float) -> str:
 
 
 def raw_job(job_id: str, status: int = 0, **fields: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "jobid": job_id,
-        "jobstatus": status,
-        "jobprocstatus": 0,
-        "jobresultcode": 0,
-        "cmd": "org.apache.cloudstack.api.command.admin.vm.StartVMCmdByAdmin",
-        "jobinstancetype": "VirtualMachine",
-        "jobinstanceid": "vm-" + job_id,
-        "accountid": "acct-1",
-        "userid": "user-1",
-        "created": iso(T0),
-    }
-    raw.update(fields)
-    return raw
+    return api_job(job_id, status, **{"created": iso(T0), **fields})
 
 
 class Setup:
