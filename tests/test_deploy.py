@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import grafana
 import pytest
 import yaml
 from binaries import missing, require
@@ -50,13 +51,6 @@ CONTRACT_METRICS = {
     "cloudstack_exporter_jobs_dropped_total",
     "cloudstack_exporter_malformed_jobs_total",
     "cloudstack_exporter_build_info",
-}
-GRAFANA_VARIABLES = {
-    "$__rate_interval": "1m",
-    "$__interval": "1m",
-    "$__range": "1h",
-    "$cloud": ".*",
-    "$cmd": ".*",
 }
 
 
@@ -114,9 +108,7 @@ def dashboard_exprs() -> Iterator[tuple[str, str]]:
 
 
 def substitute_grafana(expr: str) -> str:
-    # Longest names first: $__rate_interval before $__range.
-    for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
-        expr = expr.replace(name, GRAFANA_VARIABLES[name])
+    expr = grafana.substitute_grafana(expr)
     assert "$" not in expr, f"unknown Grafana variable in {expr!r}"
     return expr
 

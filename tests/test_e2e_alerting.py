@@ -28,19 +28,13 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from binaries import missing, require
+from grafana import substitute_grafana
 from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus/cloudstack-job-exporter.rules.yml"
 DASHBOARD = DEPLOY / "grafana/dashboards/cloudstack-job-exporter.json"
-GRAFANA_VARIABLES = {
-    "$__rate_interval": "1m",
-    "$__interval": "1m",
-    "$__range": "1h",
-    "$cloud": ".*",
-    "$cmd": ".*",
-}
 WRONG_SECRET = "not-the-secret-key"
 T = TypeVar("T")
 
@@ -426,9 +420,7 @@ def dashboard_exprs() -> list[tuple[str, str]]:
             exprs.append((f"variable {var['name']}", m.group(1)))
     out = []
     for where, expr in exprs:
-        for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
-            expr = expr.replace(name, GRAFANA_VARIABLES[name])
-        out.append((where, expr))
+        out.append((where, substitute_grafana(expr)))
     return out
 
 
