@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +23,7 @@ from helpers_client import (
     error,
     raw,
 )
+from ports import free_port
 
 from exporter.client import CloudStackClient
 from exporter.errors import (
@@ -479,9 +479,7 @@ async def test_connection_dropped(clients: Make, reply: bytes, words: str) -> No
 
 
 async def test_connection_refused(clients: Make) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with pytest.raises(TransportError, match="cannot connect"):
         await clients(f"http://127.0.0.1:{port}/client/api").call("listAsyncJobs")
 

@@ -11,15 +11,10 @@ from pathlib import Path
 
 import aiohttp
 from exporter_harness import Metrics, cloud_yaml, write_config
+from ports import free_port
 from simulator_fixtures import SimHandle
 
 pytest_plugins = ["simulator_fixtures"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Daemon:

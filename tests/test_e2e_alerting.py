@@ -13,8 +13,6 @@ import functools
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -29,39 +27,18 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from binaries import missing, require
+from grafana import substitute_grafana
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus/cloudstack-job-exporter.rules.yml"
 DASHBOARD = DEPLOY / "grafana/dashboards/cloudstack-job-exporter.json"
-GRAFANA_VARIABLES = {
-    "$__rate_interval": "1m",
-    "$__interval": "1m",
-    "$__range": "1h",
-    "$cloud": ".*",
-    "$cmd": ".*",
-}
 WRONG_SECRET = "not-the-secret-key"
 T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def need(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    reason = f"{name} is not installed (Debian packages prometheus, prometheus-alertmanager)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http_json(url: str, body: Any = None, timeout: float = 5.0) -> Any:
@@ -225,17 +202,14 @@ def drive(sim: str) -> None:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, webhook: tuple[Webhook, int]
 ) -> Iterator[Stack]:
-    prometheus_bin = need("prometheus")
-    alertmanager_bin = shutil.which("prometheus-alertmanager") or need("alertmanager")
+    prometheus_bin = require("prometheus")
+    alertmanager_bin = require("prometheus-alertmanager", "alertmanager")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     version = subprocess.run(
         [sys.executable, "-m", "exporter", "--version"], env=env, capture_output=True, timeout=30
     )
     if version.returncode != 0:
-        reason = f"the exporter does not run: {version.stderr.decode()[-300:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(f"the exporter does not run: {version.stderr.decode()[-300:]}")
 
     s = Stack(tmp_path_factory.mktemp("e2e"))
     try:
@@ -448,9 +422,7 @@ def dashboard_exprs() -> list[tuple[str, str]]:
             exprs.append((f"variable {var['name']}", m.group(1)))
     out = []
     for where, expr in exprs:
-        for name in sorted(GRAFANA_VARIABLES, key=len, reverse=True):
-            expr = expr.replace(name, GRAFANA_VARIABLES[name])
-        out.append((where, expr))
+        out.append((where, substitute_grafana(expr)))
     return out
 
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from binaries import require
 from exporter_harness import Exporter, Metrics, cloud_yaml, write_config
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from simulator_fixtures import SimHandle, _running
@@ -569,11 +568,7 @@ async def test_debug_logs_never_contain_secrets(
 async def test_promtool_check_metrics_is_silent_on_real_output(
     simulator: SimHandle, tmp_path: Path
 ) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required under CI=true (Debian package prometheus)")
-        pytest.skip("promtool not installed (Debian package prometheus)")
+    promtool = require("promtool")
     ids = await simulator.create_jobs(3, cmd="DeployVMCmd", instance_type="VirtualMachine")
     await simulator.create_jobs(1, cmd="CreateSnapshotCmd", account="ops")
     config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from factories import api_job
 
 from exporter.jobs import (
     Job,
@@ -23,16 +24,13 @@ ADMIN_STOP = "org.apache.cloudstack.api.command.admin.vm.StopVMCmdByAdmin"
 def entry(**fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "jobid": "7a3a1a5e-1c52-4f57-a1ab-0e2e1a7c2f10",
-        "jobstatus": 0,
-        "jobprocstatus": 0,
-        "jobresultcode": 0,
         "cmd": ADMIN_STOP,
         "accountid": "acc-uuid",
         "userid": "user-uuid",
-        "created": "2026-04-13T09:42:21+0000",
+        "jobinstancetype": None,
+        "jobinstanceid": None,
     }
-    base.update(fields)
-    return {k: v for k, v in base.items() if v is not None}
+    return api_job(**{**base, **fields})
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from exporter_harness import Exporter, cloud_yaml, write_config
+from factories import api_job
 from hypothesis import given
 from hypothesis import strategies as st
 from simulator_fixtures import SimHandle
@@ -25,19 +26,14 @@ from exporter.tracker import JobTracker
 
 pytest_plugins = ["simulator_fixtures"]
 
-ENTRY: dict[str, Any] = {
-    "jobid": "5c7a3b1e-0000-4000-8000-000000000001",
-    "cmd": "org.apache.cloudstack.api.command.admin.vm.StartVMCmdByAdmin",
-    "jobstatus": 0,
-    "jobprocstatus": 0,
-    "jobresultcode": 0,
-    "jobinstancetype": "VirtualMachine",
-    "jobinstanceid": "7f1e0000-0000-4000-8000-000000000002",
-    "accountid": "a0000000-0000-4000-8000-000000000003",
-    "userid": "b0000000-0000-4000-8000-000000000004",
-    "created": "2026-04-13T09:42:21-0700",
-    "managementserverid": "e3e70682-c209-4cac-a29f-6fbed82c07cd",
-}
+ENTRY: dict[str, Any] = api_job(
+    "5c7a3b1e-0000-4000-8000-000000000001",
+    created="2026-04-13T09:42:21-0700",
+    jobinstanceid="7f1e0000-0000-4000-8000-000000000002",
+    accountid="a0000000-0000-4000-8000-000000000003",
+    userid="b0000000-0000-4000-8000-000000000004",
+    managementserverid="e3e70682-c209-4cac-a29f-6fbed82c07cd",
+)
 
 FIELDS = sorted({*ENTRY, "jobresult", "jobresulttype", "completed", "account", "domainpath"})
 WITH_NULL = {**{k: None for k in FIELDS if k not in ENTRY}, **ENTRY, "jobinstanceid": None}

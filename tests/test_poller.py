@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from exporter_harness import Exporter, cloud_yaml, write_config
+from factories import api_job
 from simulator_fixtures import SimHandle
 
 from exporter.client import CloudStackClient
@@ -81,16 +82,13 @@ class _ListedPages(CloudStackClient):
 
 
 def _entry(proc_status: int) -> dict[str, object]:
-    return {
-        "jobid": "job-1",
-        "jobstatus": 0,
-        "jobprocstatus": proc_status,
-        "jobresultcode": 0,
-        "cmd": "org.apache.cloudstack.api.command.user.vm.StartVMCmd",
-        "jobinstancetype": "VirtualMachine",
-        "jobinstanceid": "vm-1",
-        "created": "2026-04-13T09:42:21+0000",
-    }
+    return api_job(
+        "job-1",
+        cmd="org.apache.cloudstack.api.command.user.vm.StartVMCmd",
+        jobprocstatus=proc_status,
+        accountid=None,
+        userid=None,
+    )
 
 
 async def test_a_job_listed_twice_ends_as_its_last_view() -> None:

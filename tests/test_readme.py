@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+from binaries import require
 from exporter_harness import Exporter, cloud_yaml, write_config
 from simulator_fixtures import SimHandle, _running
 
@@ -67,11 +65,7 @@ async def test_metrics_table_matches_what_is_served(simulator: SimHandle, tmp_pa
 
 
 def test_readme_promql_parses(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required under CI=true (Debian package prometheus)")
-        pytest.skip("promtool not installed (Debian package prometheus)")
+    promtool = require("promtool")
     blocks = re.findall(r"```promql\n(.*?)```", README.read_text(), flags=re.S)
     expressions = [
         " ".join(chunk.split())

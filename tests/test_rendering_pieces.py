@@ -12,6 +12,7 @@ import zlib
 from typing import Any
 
 import pytest
+from factories import api_job
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -71,19 +72,13 @@ def test_the_fast_codec_is_there_where_it_has_wheels() -> None:
 
 
 def raw_job(n: int, **fields: Any) -> dict[str, Any]:
-    return {
-        "jobid": f"00000000-0000-4000-8000-{n:012d}",
-        "jobstatus": 0,
-        "jobprocstatus": 0,
-        "jobresultcode": 0,
+    base = {
         "cmd": "org.apache.cloudstack.api.command.user.vm.StartVMCmd",
-        "jobinstancetype": "VirtualMachine",
         "jobinstanceid": f"vm-{n}",
         "accountid": "acct",
         "userid": "user",
-        "created": "2026-04-13T09:42:21+0000",
-        **fields,
     }
+    return api_job(f"00000000-0000-4000-8000-{n:012d}", **{**base, **fields})
 
 
 def make() -> tuple[ExporterMetrics, dict[str, JobTracker], Renderer]:

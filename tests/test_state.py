@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
+from factories import api_job
 
 from exporter import state
 from exporter.jobs import parse_job
@@ -21,14 +21,17 @@ def tracker_with_jobs() -> JobTracker:
     metrics = ExporterMetrics()
     tracker = JobTracker("prod", metrics.cloud("prod"), retention=3600, max_jobs=100, watermark=T0)
     for job_id, status in (("p", 0), ("f", 2)):
-        raw: dict[str, Any] = {
-            "jobid": job_id,
-            "jobstatus": status,
-            "jobresultcode": 530 if status else 0,
-            "cmd": "org.apache.cloudstack.api.command.user.vm.DeployVMCmd",
-            "created": "2026-04-13T09:42:21+0000",
-            "accountid": 'é ✓ "quoted"',
-        }
+        raw = api_job(
+            job_id,
+            status,
+            cmd="org.apache.cloudstack.api.command.user.vm.DeployVMCmd",
+            jobresultcode=530 if status else 0,
+            accountid='é ✓ "quoted"',
+            jobprocstatus=None,
+            jobinstancetype=None,
+            jobinstanceid=None,
+            userid=None,
+        )
         if status:
             raw["completed"] = "2026-04-13T09:52:21+0000"
             raw["jobresult"] = {"errorcode": 530, "errortext": "boom\nline two"}

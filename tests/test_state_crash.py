@@ -22,6 +22,7 @@ pytest_plugins = ["simulator_fixtures"]
 # save starts and when it has returned.
 WRITER = textwrap.dedent(
     """
+    import os
     import sys
     from exporter import state
     from exporter.selfmetrics import ExporterMetrics  # what the daemon has imported, too
@@ -30,9 +31,11 @@ WRITER = textwrap.dedent(
     jobs = [{"id": f"job-{i:06d}", "pad": "x" * 200} for i in range(8000)]
     gen = first
     while True:
-        print("start", gen, flush=True)
+        # One write(2) a record: print() under PYTHONUNBUFFERED=1 writes the line in pieces,
+        # and a kill between them leaves half a line.
+        os.write(1, b"start %d\\n" % gen)
         state.save(path, state.build({"a": {"gen": gen, "jobs": jobs}}, float(gen)))
-        print("done", gen, flush=True)
+        os.write(1, b"done %d\\n" % gen)
         gen += 1
     """
 )

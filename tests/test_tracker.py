@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from factories import api_job
 
 from exporter.jobs import Job, parse_job
 from exporter.selfmetrics import ExporterMetrics
@@ -33,18 +34,7 @@ def job(
     **extra: Any,
 ) -> Job:
     """A job as CloudStack's AsyncJobResponse would carry it."""
-    raw: dict[str, Any] = {
-        "jobid": job_id,
-        "jobstatus": status,
-        "jobprocstatus": 0,
-        "jobresultcode": code,
-        "cmd": cmd,
-        "jobinstancetype": "VirtualMachine",
-        "jobinstanceid": "vm-" + job_id,
-        "accountid": "acct-1",
-        "userid": "user-1",
-        "created": iso(created),
-    }
+    raw = api_job(job_id, status, cmd=cmd, created=iso(created), jobresultcode=code)
     if status:
         raw["completed"] = iso(completed if completed is not None else created + 30)
     if result is not None:
