@@ -246,19 +246,24 @@ def inflate_pieces(pieces: Iterable[Piece]) -> bytes:
 INFLATE_SLICE = 1 << 20
 
 
-def inflate_chunks(pieces: Iterable[Piece], limit: int = INFLATE_SLICE) -> Iterator[bytes]:
-    """The text of the pieces, in slices of at most `limit` bytes. Each piece was compressed
-    by a compressor of its own, so it inflates on its own too, with no earlier window."""
+def inflate_chunks(pieces: Iterable[Piece], limit: int | None = None) -> Iterator[bytes]:
+    """The text of the pieces, in slices of at most `limit` bytes (INFLATE_SLICE). Each piece
+    was compressed by a compressor of its own, so it inflates on its own too."""
+    limit = limit or INFLATE_SLICE
     for piece in pieces:
         if not piece.size:
             continue
         inflater = codec.decompressobj(-15)
         data = piece.data
-        while data:
+        while True:
             chunk = inflater.decompress(data, limit)
             data = inflater.unconsumed_tail
             if chunk:
                 yield chunk
+            elif not data:
+                # All input taken and nothing more out: output may still be pending while
+                # the input is used up, so stopping at empty input would lose text.
+                break
 
 
 @dataclass(frozen=True, slots=True)
