@@ -22,7 +22,7 @@ import itertools
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -236,12 +236,52 @@ def gzip_pieces(pieces: Iterable[Piece]) -> bytes:
 
 
 def inflate_pieces(pieces: Iterable[Piece]) -> bytes:
-    """The text of the pieces. Inflated in one call into a buffer of the known size: chunk by
-    chunk and joined, the body (125 MB at 100,000 jobs) would be held twice at the peak, and
-    the allocator keeps what a peak took."""
-    present = [p for p in pieces if p.size]
-    stream = b"".join([*(p.data for p in present), _FINAL_BLOCK])
-    return codec.decompress(stream, -15, max(1, sum(p.size for p in present)))
+    """The text of the pieces, whole. Only for callers that need one bytes object: a scrape
+    streams them through `inflate_chunks` instead."""
+    return b"".join(inflate_chunks(pieces))
+
+
+# The largest slice of text one `inflate_chunks` step holds: a scrape keeps this much per
+# connection instead of the whole uncompressed body (125 MB at 100,000 jobs).
+INFLATE_SLICE = 1 << 20
+
+
+def inflate_chunks(pieces: Iterable[Piece], limit: int | None = None) -> Iterator[bytes]:
+    """The text of the pieces, in slices of at most `limit` bytes (INFLATE_SLICE). Each piece
+    was compressed by a compressor of its own, so it inflates on its own too."""
+    limit = limit or INFLATE_SLICE
+    for piece in pieces:
+        if not piece.size:
+            continue
+        inflater = codec.decompressobj(-15)
+        data = piece.data
+        while True:
+            chunk = inflater.decompress(data, limit)
+            data = inflater.unconsumed_tail
+            if chunk:
+                yield chunk
+            elif not data:
+                # All input taken and nothing more out: output may still be pending while
+                # the input is used up, so stopping at empty input would lose text.
+                break
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """One variant of one render, ready to be written: its length is known before the first
+    byte (Content-Length) and `chunks()` produces the same bytes every time it is called."""
+
+    length: int
+    _whole: bytes | None  # a gzip variant, cached whole (a few MB)
+    _pieces: tuple[Piece, ...]  # or the pieces a plain variant is inflated from
+
+    def chunks(self) -> Iterator[bytes]:
+        if self._whole is not None:
+            view = memoryview(self._whole)
+            for start in range(0, len(view), INFLATE_SLICE):
+                yield bytes(view[start : start + INFLATE_SLICE])
+        else:
+            yield from inflate_chunks(self._pieces)
 
 
 # --- per-job pieces, cached by segment ---------------------------------------------------
@@ -333,28 +373,42 @@ class Snapshot:
 
 
 class Rendered:
-    """One render's output, as compressed pieces; each variant (text or OpenMetrics, gzip or
-    not) is made on first request and cached until the next render."""
+    """One render's output, as compressed pieces. The gzip variants (text or OpenMetrics) are
+    made on first request and cached until the next render; the plain ones are inflated
+    from the pieces while they are written (`body`), so no uncompressed body is kept."""
 
     def __init__(self, registry_text: bytes, registry_om: bytes, per_job: list[Piece]) -> None:
         # OpenMetrics = its own registry part + the same per-job pieces + "# EOF".
-        self._text = [deflate(registry_text), *per_job]
-        self._om = [deflate(registry_om.removesuffix(_EOF)), *per_job, _EOF_PIECE]
-        self._cache: dict[tuple[bool, bool], bytes] = {}
+        self._text = (deflate(registry_text), *per_job)
+        self._om = (deflate(registry_om.removesuffix(_EOF)), *per_job, _EOF_PIECE)
+        self._cache: dict[bool, bytes] = {}
         self._lock = threading.Lock()
 
-    def variant(self, openmetrics: bool, gzip: bool) -> bytes:
-        key = (openmetrics, gzip)
-        body = self._cache.get(key)
+    def _gzip(self, openmetrics: bool) -> bytes:
+        body = self._cache.get(openmetrics)
         if body is not None:
             return body
         with self._lock:
-            body = self._cache.get(key)
+            body = self._cache.get(openmetrics)
             if body is None:
-                pieces = self._om if openmetrics else self._text
-                body = gzip_pieces(pieces) if gzip else inflate_pieces(pieces)
-                self._cache[key] = body
+                body = gzip_pieces(self._om if openmetrics else self._text)
+                self._cache[openmetrics] = body
             return body
+
+    def body(self, openmetrics: bool, gzip: bool) -> Body:
+        """A variant to stream; cheap for plain variants, gzip is built once per render."""
+        if gzip:
+            whole = self._gzip(openmetrics)
+            return Body(len(whole), whole, ())
+        pieces = self._om if openmetrics else self._text
+        return Body(sum(p.size for p in pieces), None, pieces)
+
+    def variant(self, openmetrics: bool, gzip: bool) -> bytes:
+        """A variant as one bytes object. Plain variants are inflated anew at every call and
+        not cached: a scrape streams them through `body()` instead."""
+        if gzip:
+            return self._gzip(openmetrics)
+        return b"".join(self.body(openmetrics, gzip).chunks())
 
 
 TrackerSource = Callable[[], Mapping[str, "JobTracker"]] | Mapping[str, "JobTracker"]
@@ -420,6 +474,19 @@ class Renderer:
             assert current is not None
         self._wanted.add((openmetrics, gzip))
         return current.variant(openmetrics, gzip)
+
+    def stream(self, openmetrics: bool = False, gzip: bool = False) -> Body:
+        """The current variant to write out in slices; a render installed meanwhile does not
+        change it. Only gzip variants are prepared by the next render: a plain one costs
+        nothing until it is written."""
+        current = self._current
+        if current is None:
+            self.render()
+            current = self._current
+            assert current is not None
+        if gzip:
+            self._wanted.add((openmetrics, gzip))
+        return current.body(openmetrics, gzip)
 
     @staticmethod
     def content_type(openmetrics: bool) -> str:

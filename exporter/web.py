@@ -14,8 +14,8 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 import orjson
 from aiohttp import web
@@ -49,6 +49,40 @@ class MetricsSource(Protocol):
     def body(self, openmetrics: bool, gzip: bool) -> bytes:
         """The cached /metrics bytes in the asked format (gzip-compressed when gzip)."""
         ...
+
+
+class MetricsBody(Protocol):
+    @property
+    def length(self) -> int: ...
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+
+@runtime_checkable
+class StreamingSource(MetricsSource, Protocol):
+    def stream(self, openmetrics: bool, gzip: bool) -> MetricsBody:
+        """The /metrics body to write in slices, its length known up front."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _WholeBody:
+    data: bytes
+
+    @property
+    def length(self) -> int:
+        return len(self.data)
+
+    def chunks(self) -> Iterator[bytes]:
+        view = memoryview(self.data)
+        for start in range(0, len(view), _WRITE_SLICE):
+            yield bytes(view[start : start + _WRITE_SLICE])
+
+
+def _open_body(metrics: MetricsSource, openmetrics: bool, gzip: bool) -> MetricsBody:
+    if isinstance(metrics, StreamingSource):
+        return metrics.stream(openmetrics, gzip)
+    return _WholeBody(metrics.body(openmetrics, gzip))
 
 
 @dataclasses.dataclass
@@ -218,7 +252,7 @@ def _make_metrics_handler(
             try:
                 # In a thread: the first request for a variant after a render may have to
                 # inflate or gzip a large body, which must not stall polling on the loop.
-                body = await asyncio.to_thread(metrics.body, openmetrics, gzip)
+                body = await asyncio.to_thread(_open_body, metrics, openmetrics, gzip)
             except Exception:
                 stats.errors += 1
                 log.exception("cannot produce the metrics for a scrape")
@@ -229,17 +263,18 @@ def _make_metrics_handler(
             }
             if gzip:
                 headers["Content-Encoding"] = "gzip"
-            # Sent here, so in_flight covers slow readers too. Written as slices of the
-            # cached bytes: handing aiohttp the whole body makes it join the headers to it
-            # and the transport buffer what the socket did not take, two copies of up to
-            # 100 MB per scrape; a slice at a time mostly goes straight to the socket.
+            # Sent here, so in_flight covers slow readers too (and bounds how many bodies are
+            # being inflated at once). Written a slice at a time, each made in a thread: a
+            # plain body is inflated from the compressed pieces as it goes, so neither the
+            # whole uncompressed body (125 MB at 100,000 jobs) nor a copy of it in aiohttp's
+            # buffers is ever held, and inflating does not stall polling on the loop.
             response = web.StreamResponse(headers=headers)
-            response.content_length = len(body)
+            response.content_length = body.length
             await response.prepare(request)
             if request.method != "HEAD":
-                view = memoryview(body)
-                for start in range(0, len(body), _WRITE_SLICE):
-                    await response.write(view[start : start + _WRITE_SLICE])
+                chunks = body.chunks()
+                while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                    await response.write(chunk)
             await response.write_eof()
             stats.served += 1
             return response

@@ -23,6 +23,7 @@ from exporter.rendering import (
     crc_combine,
     deflate,
     gzip_pieces,
+    inflate_chunks,
     inflate_pieces,
 )
 from exporter.selfmetrics import ExporterMetrics
@@ -62,6 +63,20 @@ def test_pieces_make_one_gzip_member_and_inflate_back(
     # One member, as strict readers (zlib with a gzip wrapper) expect.
     inflater = zlib.decompressobj(31)
     assert inflater.decompress(packed) == whole and inflater.eof and not inflater.unused_data
+
+
+def one_shot_inflate(pieces: list[Any]) -> bytes:
+    """How the plain body used to be made: the whole stream inflated in one call."""
+    stream = b"".join([p.data for p in pieces if p.size] + [b"\x03\x00"])
+    return zlib.decompress(stream, -15)
+
+
+@given(st.lists(st.binary(max_size=5000), max_size=6), st.integers(1, 3000))
+def test_pieces_inflate_in_bounded_slices_to_the_whole_text(parts: list[bytes], limit: int) -> None:
+    pieces = [deflate(part) for part in parts]
+    chunks = list(inflate_chunks(pieces, limit))
+    assert all(0 < len(chunk) <= limit for chunk in chunks)
+    assert b"".join(chunks) == b"".join(parts) == one_shot_inflate(pieces)
 
 
 def test_the_fast_codec_is_there_where_it_has_wheels() -> None:
@@ -147,3 +162,41 @@ def test_a_reused_segment_holds_the_current_records() -> None:
     held = [t for segment in renderer._segments._segments.values() for t in segment.jobs]
     assert any(t is new for t in held)
     assert not any(t is old for t in held)
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+@pytest.mark.parametrize("gzip_wanted", [False, True])
+def test_a_streamed_variant_is_the_whole_body_and_its_length(
+    openmetrics: bool, gzip_wanted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, trackers, renderer = make()
+    for n in range(2000):
+        trackers["a" if n % 3 else "b"].apply(parse_job(raw_job(n)), T0 + 100)
+    renderer.render()
+    current = renderer._current
+    assert current is not None
+    pieces = current._om if openmetrics else current._text
+    whole = gzip_pieces(pieces) if gzip_wanted else one_shot_inflate(list(pieces))
+    monkeypatch.setattr(rendering, "INFLATE_SLICE", 4096)  # many slices, even for gzip
+    body = renderer.stream(openmetrics, gzip_wanted)
+    chunks = list(body.chunks())
+    assert len(chunks) > 10 and all(len(chunk) <= 4096 for chunk in chunks)
+    assert b"".join(chunks) == whole and body.length == len(whole)
+    assert list(body.chunks()) == chunks  # a body can be written more than once
+    assert renderer.body(openmetrics, gzip_wanted) == whole
+    assert whole.endswith(b"# EOF\n") == (openmetrics and not gzip_wanted)
+
+
+def test_plain_variants_are_not_kept_after_a_scrape() -> None:
+    _, trackers, renderer = make()
+    for n in range(100):
+        trackers["a"].apply(parse_job(raw_job(n)), T0 + 100)
+    renderer.render()
+    for openmetrics in (False, True):
+        b"".join(renderer.stream(openmetrics, False).chunks())
+    current = renderer._current
+    assert current is not None
+    assert current._cache == {}
+    renderer.stream(True, True)
+    assert list(current._cache) == [True]  # the gzip variant asked for, only
+    assert renderer._wanted == {(True, True)}

@@ -7,6 +7,7 @@ import gzip
 import logging
 import re
 import socket
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -469,3 +470,128 @@ async def test_port_in_use_raises_oserror() -> None:
             await start_server(make_app(FakeSource(), lambda: True), f"127.0.0.1:{port}")
     finally:
         await first.cleanup()
+
+
+# --------------------------------------------------------------------------- real renderer
+#
+# Plain variants are inflated from the compressed pieces while they are written: the bytes
+# on the wire must be those of the whole body as it used to be built, in every variant.
+
+
+def _renderer(jobs: int) -> tuple[Any, Any]:
+    from exporter.jobs import parse_job
+    from exporter.rendering import Renderer
+    from exporter.selfmetrics import ExporterMetrics
+    from exporter.tracker import JobTracker
+
+    metrics = ExporterMetrics()
+    tracker = JobTracker("c1", metrics.cloud("c1"), retention=3600, max_jobs=100_000, watermark=0)
+    for n in range(jobs):
+        add_job(tracker, parse_job, n)
+    renderer = Renderer(metrics, {"c1": tracker})
+    renderer.render()
+    return renderer, tracker
+
+
+def add_job(tracker: Any, parse_job: Any, n: int) -> None:
+    raw = {
+        "jobid": f"00000000-0000-4000-8000-{n:012d}",
+        "jobstatus": 0,
+        "jobprocstatus": 0,
+        "jobresultcode": 0,
+        "cmd": "org.apache.cloudstack.api.command.user.vm.StartVMCmd",
+        "jobinstancetype": "VirtualMachine",
+        "jobinstanceid": f"vm-{n}",
+        "accountid": "acct",
+        "userid": "user",
+        "created": "2026-04-13T09:42:21+0000",
+    }
+    tracker.apply(parse_job(raw), 1_776_000_100.0)
+
+
+def whole_bodies(renderer: Any) -> dict[tuple[bool, bool], bytes]:
+    """Each variant as one bytes object, made the way the cached body used to be."""
+    current = renderer._current
+    out = {}
+    for openmetrics in (False, True):
+        pieces = [p for p in (current._om if openmetrics else current._text) if p.size]
+        stream = b"".join([*(p.data for p in pieces), b"\x03\x00"])
+        out[(openmetrics, False)] = zlib.decompress(stream, -15)
+        out[(openmetrics, True)] = current.variant(openmetrics, True)
+    return out
+
+
+VARIANTS = {
+    (False, False): {"Accept-Encoding": "identity"},
+    (True, False): {"Accept": PROMETHEUS_3_ACCEPT, "Accept-Encoding": "identity"},
+    (False, True): {"Accept-Encoding": "gzip"},
+    (True, True): {"Accept": PROMETHEUS_3_ACCEPT, "Accept-Encoding": "gzip"},
+}
+
+
+async def test_every_variant_streams_the_whole_body(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter import rendering
+
+    monkeypatch.setattr(rendering, "INFLATE_SLICE", 1000)  # many slices per body
+    renderer, _ = _renderer(300)
+    expected = whole_bodies(renderer)
+    url, _ = await serve(renderer)
+    for variant, headers in VARIANTS.items():
+        status, got_headers, body = await get(url + "/metrics", headers=headers)
+        assert status == 200
+        assert body == expected[variant], variant
+        assert int(got_headers["Content-Length"]) == len(body)
+        assert ("Content-Encoding" in got_headers) == variant[1]
+        if variant[1]:
+            assert gzip.decompress(body) == expected[(variant[0], False)]
+        status, head_headers, head = await get(url + "/metrics", method="HEAD", headers=headers)
+        assert status == 200 and head == b""
+        assert head_headers["Content-Length"] == got_headers["Content-Length"]
+    assert expected[(True, False)].endswith(b"# EOF\n")
+
+
+async def test_concurrent_scrapes_each_get_the_whole_body(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter import rendering
+
+    monkeypatch.setattr(rendering, "INFLATE_SLICE", 500)
+    renderer, _ = _renderer(300)
+    expected = whole_bodies(renderer)
+    url, _ = await serve(renderer, max_concurrent_scrapes=16)
+    variants = list(VARIANTS) * 3
+    results = await asyncio.gather(
+        *(get(url + "/metrics", headers=VARIANTS[variant]) for variant in variants)
+    )
+    for variant, (status, _, body) in zip(variants, results, strict=True):
+        assert status == 200 and body == expected[variant], variant
+
+
+async def test_a_scrape_in_progress_keeps_its_render(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A render installed while a body is written does not mix into it: the scrape ends
+    with the body it started, the next scrape gets the new one."""
+    from exporter import rendering
+    from exporter.jobs import parse_job
+
+    monkeypatch.setattr(rendering, "INFLATE_SLICE", 64)  # hundreds of slices to write
+    renderer, tracker = _renderer(400)
+    before = whole_bodies(renderer)[(False, False)]
+    url, _ = await serve(renderer)
+    async with (
+        aiohttp.ClientSession(skip_auto_headers=("Accept-Encoding",)) as session,
+        session.get(url + "/metrics") as response,
+    ):
+        first = await response.content.readexactly(64)
+        for n in range(400, 800):
+            add_job(tracker, parse_job, n)
+        renderer.render()
+        rest = await response.content.read()
+    assert first + rest == before
+    after = whole_bodies(renderer)[(False, False)]
+    assert len(after) > len(before)
+    status, _, body = await get(url + "/metrics")
+    assert status == 200 and body == after
