@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from exporter import state as state_file
 from exporter.client import CloudStackClient
 from exporter.config import CloudConfig, Config, ConfigError, load_config
+from exporter.jobspage import CloudHealth, JobsView
 from exporter.poller import CloudPoller
 from exporter.rendering import Renderer
 from exporter.selfmetrics import ExporterMetrics
@@ -93,6 +94,25 @@ class Service:
         right after readiness must not get the body rendered before the first polls."""
         return bool(self.clouds) and all(self._rendered.get(name, 0) > 0 for name in self.clouds)
 
+    def jobs_view(self) -> JobsView:
+        """What /jobs shows: each tracker's current view (a list copy) and each cloud's health."""
+        views = [tracker.view() for tracker in self.trackers.values()]
+        health = []
+        for name, cloud in self.clouds.items():
+            p = cloud.poller
+            tracker = self.trackers.get(name)
+            health.append(
+                CloudHealth(
+                    name=name,
+                    up=p.last_ok,
+                    last_success=p.last_success,
+                    poll_duration=p.last_duration,
+                    tracked=tracker.size if tracker is not None else 0,
+                    last_error=p.last_error,
+                )
+            )
+        return JobsView(views, health)
+
     # -- start and stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -107,6 +127,7 @@ class Service:
             telemetry_path=self.options.telemetry_path,
             ready=self.ready,
             web_config=self.web_config,
+            jobs=self,
         )
         self._runner = await start_server(app, self.options.listen_address, self.web_config)
         for cloud in self.config.clouds:

@@ -196,6 +196,7 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 def _landing_page(telemetry_path: str) -> bytes:
     description = (_PROJECT_DOC or "").strip().splitlines()[0].rstrip(".")
     links = [
+        ("/jobs", "Jobs"),
         (telemetry_path, "Metrics"),
         ("/-/healthy", "Health"),
         ("/-/ready", "Readiness"),

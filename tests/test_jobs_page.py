@@ -1,0 +1,49 @@
+"""/jobs served by the running exporter, compared with the simulator's truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from exporter_harness import Exporter, cloud_yaml, write_config
+from simulator_fixtures import SimHandle
+
+pytest_plugins = ["simulator_fixtures"]
+
+
+async def test_the_jobs_page_shows_every_tracked_job_as_cloudstack_reports_it(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    ids = await simulator.create_jobs(4, cmd="StartVMCmd", created_ago=30)
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        await simulator.finish(ids[0], "failure", result_code=533, errortext="<b>no capacity</b>")
+        await simulator.finish(ids[1], "restart")
+        await exporter.cycle()
+        status, headers, body = await exporter.get("/jobs?format=json&sort=job_id")
+        assert status == 200 and headers["Content-Type"].startswith("application/json")
+        page = json.loads(body)
+        assert page["total"] == 4
+        assert [c["cloud"] for c in page["clouds"]] == ["a"] and page["clouds"][0]["up"]
+        rows = {r["job_id"]: r for r in page["jobs"]}
+        assert set(rows) == set(ids)
+        for job_id in ids:
+            truth = await simulator.job(job_id)
+            assert truth is not None
+            row = rows[job_id]
+            assert row["status"] == ["pending", "succeeded", "failed", "cancelled"][truth["status"]]
+            assert row["result_code"] == truth["result_code"]
+            assert row["cmd_class"] == truth["cmd"]
+        assert rows[ids[0]]["error"] == "<b>no capacity</b>"
+        # A job a management-server restart killed has no error text: the page says why.
+        assert rows[ids[1]]["error"] == "" and "restart" in rows[ids[1]]["reason"]
+
+        status, headers, html = await exporter.get("/jobs?status=failed")
+        assert status == 200
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        assert b"&lt;b&gt;no capacity&lt;/b&gt;" in html and b"<b>no capacity" not in html
+
+        status, _, body = await exporter.get("/jobs?status=stuck")
+        assert status == 400 and b"status: &#x27;stuck&#x27; is not one of" in body
+        status, _, landing = await exporter.get("/")
+        assert b'href="/jobs"' in landing
