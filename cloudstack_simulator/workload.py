@@ -118,7 +118,8 @@ class Workload:
             self.rate = rate
         if seed is not None or not hasattr(self, "rng"):
             self.seed = seed
-            self.rng = random.Random(seed)
+            # Not the store's stream: the same seed there would draw the same job UUIDs.
+            self.rng = random.Random(None if seed is None else f"workload:{seed}")
         if mix is not None or not hasattr(self, "mix"):
             self.mix = dict(mix or DEFAULT_MIX)
             self._names = list(self.mix)

@@ -193,10 +193,11 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 # --------------------------------------------------------------------------- handlers
 
 
-def _landing_page(telemetry_path: str) -> bytes:
+def _landing_page(telemetry_path: str, health: str | None) -> bytes:
+    """The links, and each cloud's health when the daemon serves the jobs page too."""
     description = (_PROJECT_DOC or "").strip().splitlines()[0].rstrip(".")
-    links = [
-        ("/jobs", "Jobs"),
+    links = [("/jobs", "Jobs")] if health is not None else []
+    links += [
         (telemetry_path, "Metrics"),
         ("/-/healthy", "Health"),
         ("/-/ready", "Readiness"),
@@ -206,11 +207,13 @@ def _landing_page(telemetry_path: str) -> bytes:
         f" <code>{html.escape(href)}</code></li>"
         for href, label in links
     )
+    clouds = f"    <h2>Clouds</h2>\n    {health}\n" if health is not None else ""
     page = f"""<!DOCTYPE html>
 <html lang="en">
   <head>
     <meta charset="utf-8">
     <title>{PROJECT}</title>
+    <style>{jobspage.STYLE}</style>
   </head>
   <body>
     <h1>{PROJECT}</h1>
@@ -219,7 +222,7 @@ def _landing_page(telemetry_path: str) -> bytes:
     <ul>
 {items}
     </ul>
-  </body>
+{clouds}  </body>
 </html>
 """
     return page.encode()
@@ -393,10 +396,17 @@ def make_app(
     if max_concurrent_scrapes < 1:
         raise ValueError("max_concurrent_scrapes must be at least 1")
     stats = stats if stats is not None else ScrapeStats()
-    landing = _landing_page(telemetry_path)
+    static_landing = None if jobs is not None else _landing_page(telemetry_path, None)
 
     async def handle_landing(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=landing, content_type="text/html", charset="utf-8")
+        if static_landing is not None:
+            body = static_landing
+        else:
+            assert jobs is not None
+            # A few boxes, one per cloud: cheap enough for the loop.
+            health = jobspage.health_strip(jobs.jobs_view().clouds, time.time())
+            body = _landing_page(telemetry_path, health)
+        return _page(200, body)
 
     async def handle_healthy(request: web.Request) -> web.StreamResponse:
         return _text(200, "OK\n")

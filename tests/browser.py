@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -81,3 +81,14 @@ def save_screenshot(driver: Any, name: str) -> str:
     path = os.path.join(ARTIFACTS, name)
     driver.save_screenshot(path)
     return path
+
+
+def navigating(driver: Any, action: Callable[[], object], timeout: float = 10.0) -> None:
+    """Do what loads a new page (a click, a submit) and wait until it has replaced the old
+    one: WebDriver's click does not wait for the navigation it starts."""
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    old = driver.find_element("tag name", "html")
+    action()
+    WebDriverWait(driver, timeout).until(staleness_of(old))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from browser import console_errors, save_screenshot
+from browser import console_errors, navigating, save_screenshot
 
 from exporter import jobspage
 from exporter.jobs import parse_job
@@ -163,7 +163,7 @@ def test_filters_from_the_form_give_a_link_that_can_be_shared(
     browser.get(small_site + "/jobs")
     browser.find_element("css selector", "input[name=status][value=failed]").click()
     browser.find_element("css selector", "select[name=cmd] option[value=StopVMCmd]").click()
-    browser.find_element("css selector", "form button").click()
+    navigating(browser, browser.find_element("css selector", "form button").click)
     assert "status=failed" in browser.current_url and "cmd=StopVMCmd" in browser.current_url
     assert set(column(browser, "status")) == {"failed"}
     assert set(column(browser, "command")) == {"StopVMCmd"}
@@ -177,17 +177,17 @@ def test_free_text_finds_a_job_by_its_instance(browser: Any, small_site: str) ->
     browser.get(small_site + "/jobs")
     field = browser.find_element("css selector", "input[name=q]")
     field.send_keys("11111111-0000-4000-8000-000000000017")
-    field.submit()
+    navigating(browser, field.submit)
     assert column(browser, "instance id") == ["11111111-0000-4000-8000-000000000017"]
 
 
 def test_sorting_by_a_column_and_back(browser: Any, small_site: str) -> None:
     browser.get(small_site + "/jobs?status=succeeded")
-    browser.find_element("link text", "job id").click()
+    navigating(browser, browser.find_element("link text", "job id").click)
     ids = column(browser, "job id")
     assert ids == sorted(ids) and len(ids) > 1
     assert "status=succeeded" in browser.current_url  # sorting keeps the filters
-    browser.find_element("link text", "job id").click()
+    navigating(browser, browser.find_element("link text", "job id").click)
     assert column(browser, "job id") == sorted(ids, reverse=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -47,3 +48,29 @@ async def test_the_jobs_page_shows_every_tracked_job_as_cloudstack_reports_it(
         assert status == 400 and b"status: &#x27;stuck&#x27; is not one of" in body
         status, _, landing = await exporter.get("/")
         assert b'href="/jobs"' in landing
+
+
+async def test_the_landing_page_says_which_cloud_is_down_and_why(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    wrong = dataclasses.replace(simulator.admin, secret_key="not-the-secret")
+    config = write_config(
+        tmp_path / "c.yaml", [cloud_yaml("good", simulator), cloud_yaml("bad", simulator, wrong)]
+    )
+    async with Exporter(config) as exporter:
+        await exporter.cycle()
+        status, headers, body = await exporter.get("/")
+        assert status == 200
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        page = body.decode()
+        good, bad = page.index("<strong>good</strong>"), page.index("<strong>bad</strong>")
+        assert page[good:].startswith('<strong>good</strong> <span class="up">up</span>')
+        assert page[bad:].startswith('<strong>bad</strong> <span class="down">down</span>')
+        # CloudStack's own answer to a bad signature, as the log gives it.
+        error = page[bad:].split("last poll error:", 1)[1].split("</div>", 1)[0]
+        assert "401" in error and "unable to verify user credentials" in error
+        assert "not-the-secret" not in page
+        status, _, jobs = await exporter.get("/jobs?format=json")
+        health = {c["cloud"]: c for c in json.loads(jobs)["clouds"]}
+        assert health["good"]["last_error"] == "" and health["bad"]["up"] is False
+        assert "401" in health["bad"]["last_error"]

@@ -359,6 +359,9 @@ async def test_a_failing_source_gives_500_and_the_server_carries_on(serve: Serve
     source.fail = False
     assert (await get(url + "/metrics"))[0] == 200
     stats = app[SCRAPE_STATS]
+    # The handler counts a scrape once its last byte is written, which may be just after
+    # the client has it.
+    await _wait_for(lambda: stats.served == 1)
     assert (stats.errors, stats.served) == (1, 1)
 
 
@@ -415,7 +418,14 @@ async def test_scrapes_are_logged_at_debug_only(
     assert [r for r in caplog.records if r.name.startswith("exporter.web.access")] == []
     caplog.set_level(logging.DEBUG, logger="exporter.web.access")
     await get(url + "/metrics")
-    lines = [r.getMessage() for r in caplog.records if r.name == "exporter.web.access"]
+
+    def access_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "exporter.web.access"]
+
+    # aiohttp writes the access line once the response is finished, which may be just after
+    # the client has read the body.
+    await _wait_for(lambda: len(access_lines()) > 0)
+    lines = access_lines()
     assert len(lines) == 1
     assert "GET /metrics 200" in lines[0]
 
