@@ -85,7 +85,8 @@ PER_JOB_FAMILIES: tuple[tuple[str, str], ...] = (
         "Identity of the async job, always 1: command class, instance, account and user IDs, "
         "result type, the errortext of a failure (cut to 256 characters), the object a "
         "success returned (jobresult), and, from newer servers, the account name, domain and "
-        "the management server running the job.",
+        "the management server running the job (once it finished, the one last seen running "
+        "it).",
     ),
 )
 

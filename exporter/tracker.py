@@ -242,6 +242,15 @@ class JobTracker:
         if old is None:
             self._track_new(job, fingerprint)
             return
+        if job.status.final and not job.management_server_id and old.job.management_server_id:
+            # CloudStack clears the server when the job ends; keep the one last seen running
+            # it, so that a failure can be traced to its management server.
+            job = dataclasses.replace(
+                job,
+                management_server_id=old.job.management_server_id,
+                management_server_name=job.management_server_name
+                or old.job.management_server_name,
+            )
         if old.job is job or old.job == job:
             if fingerprint is not None and fingerprint != old.fingerprint:
                 # Same job, other text (keys reordered, say): remember it, or it is parsed

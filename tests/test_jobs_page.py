@@ -74,3 +74,27 @@ async def test_the_landing_page_says_which_cloud_is_down_and_why(
         health = {c["cloud"]: c for c in json.loads(jobs)["clouds"]}
         assert health["good"]["last_error"] == "" and health["bad"]["up"] is False
         assert "401" in health["bad"]["last_error"]
+
+
+async def test_a_finished_job_keeps_the_management_server_last_seen_running_it(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    (job_id,) = await simulator.create_jobs(1, cmd="MigrateVMCmd", created_ago=5)
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        await exporter.cycle()
+        ((running, _),) = (await exporter.metrics()).find("cloudstack_async_job_info", job_id=job_id)
+        assert running["management_server_id"] and running["management_server_name"]
+        await simulator.finish(job_id, "failure", result_code=530, errortext="host unreachable")
+        await exporter.cycle()
+        # CloudStack no longer names a server for the finished job; the exporter keeps it.
+        answer = await exporter.poller("a").client.query_async_job_result(job_id)
+        assert "managementserverid" not in answer and answer["jobstatus"] == 2
+        ((done, _),) = (await exporter.metrics()).find("cloudstack_async_job_info", job_id=job_id)
+        assert done["error"] == "host unreachable"
+        assert done["management_server_id"] == running["management_server_id"]
+        assert done["management_server_name"] == running["management_server_name"]
+        _, _, body = await exporter.get(f"/jobs?format=json&q={job_id}")
+        (row,) = json.loads(body)["jobs"]
+        assert row["status"] == "failed"
+        assert row["management_server_id"] == running["management_server_id"]
