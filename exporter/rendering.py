@@ -378,7 +378,15 @@ class Rendered:
     made on first request and cached until the next render; the plain ones are inflated
     from the pieces while they are written (`body`), so no uncompressed body is kept."""
 
-    def __init__(self, registry_text: bytes, registry_om: bytes, per_job: list[Piece]) -> None:
+    def __init__(
+        self,
+        registry_text: bytes,
+        registry_om: bytes,
+        per_job: list[Piece],
+        views: Sequence[TrackerView] = (),
+    ) -> None:
+        # The tracker views this was rendered from: /jobs shows the same jobs as /metrics.
+        self.views = views
         # OpenMetrics = its own registry part + the same per-job pieces + "# EOF".
         self._text = (deflate(registry_text), *per_job)
         self._om = (deflate(registry_om.removesuffix(_EOF)), *per_job, _EOF_PIECE)
@@ -489,6 +497,11 @@ class Renderer:
             self._wanted.add((openmetrics, gzip))
         return current.body(openmetrics, gzip)
 
+    def rendered_views(self) -> Sequence[TrackerView]:
+        """The tracker views of the installed render (empty before the first)."""
+        current = self._current
+        return current.views if current is not None else ()
+
     @staticmethod
     def content_type(openmetrics: bool) -> str:
         return CONTENT_TYPE_OPENMETRICS if openmetrics else CONTENT_TYPE_TEXT
@@ -504,7 +517,7 @@ class Renderer:
         finally:
             self._pinned.summaries = None
         per_job = self._segments.render(snapshot.views) if snapshot.per_job_series else []
-        rendered = Rendered(registry_text, registry_om, per_job)
+        rendered = Rendered(registry_text, registry_om, per_job, snapshot.views)
         for openmetrics, gzip in list(self._wanted):
             rendered.variant(openmetrics, gzip)
         return snapshot.sequence, rendered

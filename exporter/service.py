@@ -95,8 +95,9 @@ class Service:
         return bool(self.clouds) and all(self._rendered.get(name, 0) > 0 for name in self.clouds)
 
     def jobs_view(self) -> JobsView:
-        """What /jobs shows: each tracker's current view (a list copy) and each cloud's health."""
-        views = [tracker.view() for tracker in self.trackers.values()]
+        """What /jobs shows: the tracker views /metrics was last rendered from (no walk of the
+        job table here, on the loop) and each cloud's health as of now."""
+        views = self.renderer.rendered_views()
         health = []
         for name, cloud in self.clouds.items():
             p = cloud.poller

@@ -28,6 +28,8 @@ async def test_the_jobs_page_shows_every_tracked_job_as_cloudstack_reports_it(
         assert [c["cloud"] for c in page["clouds"]] == ["a"] and page["clouds"][0]["up"]
         rows = {r["job_id"]: r for r in page["jobs"]}
         assert set(rows) == set(ids)
+        # The page reads the snapshot /metrics was rendered from: the same jobs.
+        assert set(rows) == (await exporter.metrics()).job_ids("a")
         for job_id in ids:
             truth = await simulator.job(job_id)
             assert truth is not None
