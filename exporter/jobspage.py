@@ -388,10 +388,11 @@ th,td{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;vertical-alig
 th a{color:inherit}td.n{text-align:right;white-space:nowrap}
 tr.group th{background:#f3f3f3}
 .pending{color:#8a6d00}.failed,.cancelled,.down{color:#b00020}.succeeded,.up{color:#1b6e20}
-.err{max-width:40em;overflow-wrap:anywhere;white-space:pre-wrap}
+.err{max-width:28em;min-width:14em;overflow-wrap:anywhere;white-space:pre-wrap}
 .health{display:flex;flex-wrap:wrap;gap:1em;margin:.5em 0}
 .health div{border:1px solid #ccc;border-radius:4px;padding:.4em .8em}
 form{margin:.8em 0}code{font-size:.95em}.muted{color:#666}
+td code{font-size:.85em}td.id code{white-space:nowrap}
 """
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
 
@@ -502,7 +503,7 @@ def _row(row: Row) -> str:
         f'<td class="n">{_ago(row.duration)}</td>',
         f'<td class="n">{_ago(row.age)}</td>',
         f'<td class="n">{job.result_code if job.status.final else ""}</td>',
-        f"<td><code>{_e(job.job_id)}</code></td>",
+        f'<td class="id"><code>{_e(job.job_id)}</code></td>',
         f'<td class="{error_class}">{_e(text)}</td>',
     )
     return "<tr>" + "".join(cells) + "</tr>"
