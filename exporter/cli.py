@@ -156,6 +156,8 @@ def register_secrets(config: Config) -> None:
     for cloud in config.clouds:
         for value in (cloud.api_key, cloud.secret_key, cloud.password):
             register_secret(value)
+        if cloud.events is not None:
+            register_secret(cloud.events.password)
 
 
 def check_config(options: Options) -> int:

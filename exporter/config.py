@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from yarl import URL
 
 DEFAULT_POLL_INTERVAL = 15.0
 DEFAULT_RETENTION = 3600.0
@@ -52,6 +53,14 @@ DEFAULT_SIGNATURE_LIFETIME = 300.0
 # Servers with enforce.post.requests.and.timestamps refuse an `expires` further ahead than this.
 MAX_SIGNATURE_LIFETIME = 900.0
 MIN_POLL_INTERVAL = 1.0
+# The event stream (cloudstack-api.md §9): CloudStack's documented exchange; a queue unused
+# for a day is deleted by the broker; 100,000 waiting events are about a day of a busy cloud.
+DEFAULT_EVENTS_EXCHANGE = "cloudstack-events"
+DEFAULT_QUEUE_EXPIRES = 86400.0
+DEFAULT_QUEUE_MAX_LENGTH = 100_000
+DEFAULT_PREFETCH = 100
+DEFAULT_RECONNECT_MIN = 1.0
+DEFAULT_RECONNECT_MAX = 60.0
 # CloudStack's default.page.size: both the default and the largest pagesize it accepts.
 MAX_PAGE_SIZE = 500
 
@@ -111,6 +120,24 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """One cloud's AsyncJobEvent stream (cloudstack-api.md §9). The password is kept apart
+    from the URL, which is therefore safe to show."""
+
+    url: str  # amqp:// or amqps://, without a password; the vhost is the path
+    password: Secret | None = None
+    exchange: str = DEFAULT_EVENTS_EXCHANGE
+    queue: str = ""  # durable, one per exporter instance
+    verify_tls: bool = True
+    ca_file: str | None = None
+    queue_expires: float = DEFAULT_QUEUE_EXPIRES
+    queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH
+    prefetch: int = DEFAULT_PREFETCH
+    reconnect_min: float = DEFAULT_RECONNECT_MIN
+    reconnect_max: float = DEFAULT_RECONNECT_MAX
+
+
+@dataclass(frozen=True, slots=True)
 class CloudConfig:
     """One CloudStack endpoint. Exactly one of key signing or session login is configured."""
 
@@ -133,6 +160,7 @@ class CloudConfig:
     max_requests_per_second: float | None = None
     signature_lifetime: float = DEFAULT_SIGNATURE_LIFETIME
     page_size: int = MAX_PAGE_SIZE
+    events: EventsConfig | None = None
 
     @property
     def uses_login(self) -> bool:
@@ -375,6 +403,21 @@ _CLOUD_KEYS = (
     "max_requests_per_second",
     "signature_lifetime",
     "page_size",
+    "events",
+)
+_EVENTS_KEYS = (
+    "url",
+    "password",
+    "password_file",
+    "exchange",
+    "queue",
+    "verify_tls",
+    "ca_file",
+    "queue_expires",
+    "queue_max_length",
+    "prefetch",
+    "reconnect_min",
+    "reconnect_max",
 )
 _DISCOVERY_KEYS = (
     "enabled",
@@ -831,6 +874,11 @@ class _Validator:
         page_size = self.integer(
             m, "page_size", path, MAX_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE
         )
+        events = (
+            self.events(m["events"], _join(path, "events"), name or "")
+            if m.get("events") is not None
+            else None
+        )
         if name is None or url is None:
             return None
         return CloudConfig(
@@ -853,6 +901,57 @@ class _Validator:
             max_requests_per_second=max_rate,
             signature_lifetime=signature_lifetime,
             page_size=page_size,
+            events=events,
+        )
+
+    def events(self, value: object, path: str, cloud: str) -> EventsConfig | None:
+        m = self.mapping(value, path, _EVENTS_KEYS)
+        if m is None:
+            return None
+        url = self.string(m, "url", path, required=True, check=_check_amqp_url)
+        password, _ = self.either(m, "password", path)
+        url_password: Secret | None = None
+        if url is not None:
+            parsed = URL(url)
+            if parsed.password is not None:
+                url_password = Secret(parsed.password)
+                url = str(parsed.with_password(None))
+                if password is not None:
+                    self.problem(
+                        _join(path, "password"),
+                        "the URL holds a password already: give it in one place",
+                    )
+        exchange = self.string(m, "exchange", path, check=_check_amqp_name)
+        queue = self.string(m, "queue", path, check=_check_amqp_name)
+        verify_tls = self.boolean(m, "verify_tls", path, True)
+        ca_file = self.path_value(m, "ca_file", path)
+        if ca_file is not None:
+            self.check_ca_file(ca_file, _join(path, "ca_file"), url, verify_tls, "amqps")
+        queue_expires = self.duration(m, "queue_expires", path, DEFAULT_QUEUE_EXPIRES, minimum=60.0)
+        max_length = self.integer(m, "queue_max_length", path, DEFAULT_QUEUE_MAX_LENGTH, minimum=1)
+        prefetch = self.integer(m, "prefetch", path, DEFAULT_PREFETCH, minimum=1, maximum=65535)
+        reconnect_min = self.duration(m, "reconnect_min", path, DEFAULT_RECONNECT_MIN)
+        reconnect_max = self.duration(m, "reconnect_max", path, DEFAULT_RECONNECT_MAX)
+        if reconnect_max < reconnect_min:
+            self.problem(
+                _join(path, "reconnect_max"),
+                f"{format_duration(reconnect_max)} is shorter than reconnect_min "
+                f"({format_duration(reconnect_min)})",
+            )
+        if url is None:
+            return None
+        return EventsConfig(
+            url=url,
+            password=password or url_password,
+            exchange=exchange or DEFAULT_EVENTS_EXCHANGE,
+            queue=queue or f"cloudstack-job-exporter-{cloud}",
+            verify_tls=verify_tls,
+            ca_file=ca_file,
+            queue_expires=queue_expires,
+            queue_max_length=max_length,
+            prefetch=prefetch,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
         )
 
     def either(self, m: dict[str, Any], key: str, path: str) -> tuple[Secret | None, bool]:
@@ -922,12 +1021,14 @@ class _Validator:
             include_internal=self.boolean(m, "include_internal", path, False),
         )
 
-    def check_ca_file(self, ca_file: str, where: str, url: str | None, verify: bool) -> None:
+    def check_ca_file(
+        self, ca_file: str, where: str, url: str | None, verify: bool, tls_scheme: str = "https"
+    ) -> None:
         if not verify:
             self.problem(where, "has no effect with verify_tls: false")
             return
-        if url is not None and not url.lower().startswith("https:"):
-            self.problem(where, "is only used with an https URL")
+        if url is not None and not url.lower().startswith(f"{tls_scheme}:"):
+            self.problem(where, f"is only used with an {tls_scheme} URL")
             return
         try:
             ssl.create_default_context(cafile=ca_file)
@@ -962,6 +1063,31 @@ def _check_url(value: str) -> str | None:
         return f"must not have a query string or fragment ({example})"
     if not parts.path.rstrip("/").endswith("/client/api"):
         return f"must end in /client/api ({example}), got {_show(value)}"
+    return None
+
+
+def _check_amqp_url(value: str) -> str | None:
+    try:
+        url = URL(value)
+    except ValueError:
+        return "is not a URL"
+    if url.scheme not in ("amqp", "amqps"):
+        return f"must be an amqp:// or amqps:// URL, not {_show(url.scheme or value)}"
+    if not url.host:
+        return "has no host"
+    try:
+        url.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        return "has an invalid port"
+    return None
+
+
+def _check_amqp_name(value: str) -> str | None:
+    # AMQP short strings: at most 255 bytes; CloudStack's names are plain words.
+    if not value or len(value.encode()) > 255:
+        return "must be 1 to 255 bytes"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "must not contain spaces or control characters"
     return None
 
 

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 300.0
+# A job listed without its submit event is judged a gap this long after: the event may be
+# on its way still (publishing takes well under a second, a consumer may lag a little).
+GAP_GRACE = 5.0
 _NUMBER = re.compile(r"\d+")
 
 
@@ -79,6 +82,26 @@ class CloudPoller:
         self.last_success: float | None = None
         self.last_duration: float | None = None
         self.last_error = ""  # why the last cycle failed, in the log's words
+        self._wake = asyncio.Event()  # set to poll now rather than at the next slot
+
+    def poll_now(self) -> None:
+        """Start a cycle as soon as the running one (if any) ends; the schedule restarts
+        from there."""
+        self._wake.set()
+
+    def would_track(self, job_id: str, cmd_class: str) -> bool:
+        """Whether discovery (or the configured IDs) would track this job, for a job that
+        an event tells of: both sources must agree on what is tracked."""
+        if self.tracker.is_configured(job_id):  # as of the last cycle: no file read per event
+            return True
+        d = self.cloud.discovery
+        if not d.enabled:
+            return False
+        if d.account is not None or d.domain_id is not None or not d.listall:
+            # Events name the account by UUID only; the scope is by name and domain. Such
+            # jobs are left to polling, which lists them with the scope's parameters.
+            return False
+        return self._filter.rejection(cmd_class) is None
 
     # -- one cycle ---------------------------------------------------------------------------
 
@@ -95,6 +118,8 @@ class CloudPoller:
             result.error = exc
         now = self._clock()
         self.tracker.expire(now)
+        if self.cloud.events is not None:
+            self.metrics.events().gaps(self.tracker.judge_gaps(now, GAP_GRACE))
         if result.malformed:
             self.metrics.malformed(result.malformed)
         for reason, count in result.skipped.items():
@@ -118,6 +143,7 @@ class CloudPoller:
         d = self.cloud.discovery
         if not d.enabled:
             return listed
+        started = self._clock()
         # Digested page by page (a page's objects die young), applied once every page came:
         # a listing that fails half-way changes nothing, as if it had been read whole.
         accepted: list[tuple[Job, int | None]] = []  # with the entry's fingerprint
@@ -167,7 +193,8 @@ class CloudPoller:
             result.skipped[reason] = result.skipped.get(reason, 0) + count
         now = self._clock()
         for job, stamp in accepted:
-            self.tracker.apply(job, now, stamp)
+            self.tracker.apply(job, now, stamp, source="list")
+        self.tracker.listing_applied(started)
         result.listed = len(listed)
         return listed
 
@@ -206,7 +233,29 @@ class CloudPoller:
         if failure:
             raise failure[0]
 
-    def _apply_queried(self, job_id: str, raw: dict[str, Any], result: CycleResult) -> None:
+    async def query_for_event(self, job_id: str) -> bool:
+        """Query a job an event said is final but whose times the event cannot give; the
+        answer ends it as a poll would, counted as learned from the event. False when the
+        query failed (the next poll queries it then: it is tracked, or listed)."""
+        try:
+            raw = await self.client.query_async_job_result(job_id)
+        except JobNotFound:
+            self.tracker.not_found(job_id)
+            return True
+        except CloudStackError as exc:
+            log.debug(
+                "query after an event failed: %s", describe(exc), extra={"cloud": self.cloud.name}
+            )
+            return False
+        result = CycleResult()
+        self._apply_queried(job_id, raw, result, source="event")
+        if result.malformed:
+            self.metrics.malformed(result.malformed)
+        return not result.malformed
+
+    def _apply_queried(
+        self, job_id: str, raw: dict[str, Any], result: CycleResult, source: str = "query"
+    ) -> None:
         try:
             job = parse_job(raw)
         except MalformedJob as exc:
@@ -218,7 +267,7 @@ class CloudPoller:
             result.malformed += 1
             result.malformed_problem = result.malformed_problem or "answer for another job"
             return
-        self.tracker.apply(job, self._clock())
+        self.tracker.apply(job, self._clock(), source=source)
 
     def _log(self, result: CycleResult) -> None:
         """One line per distinct failure, one when it recovers; nothing per quiet cycle."""
@@ -291,8 +340,24 @@ class CloudPoller:
                 next_start += self.cloud.poll_interval
                 if next_start < loop.time():  # overran: skip missed slots, don't burst
                     next_start = loop.time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_start - loop.time()))
+            if await self._sleep(stop, max(0.0, next_start - loop.time())):
+                next_start = loop.time()
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> bool:
+        """Wait until the next slot, `stop`, or `poll_now`; True if woken by `poll_now`."""
+        if not self._wake.is_set():
+            stopping = asyncio.ensure_future(stop.wait())
+            waking = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait(
+                    {stopping, waking}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stopping.cancel()
+                waking.cancel()
+        woken = self._wake.is_set()
+        self._wake.clear()
+        return woken
 
     def _crashed(self, exc: Exception) -> None:
         """A cycle that raised (a bug) counts as a failed poll: `cloudstack_up` shows 0,

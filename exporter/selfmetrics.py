@@ -36,6 +36,8 @@ API_LATENCY_BUCKETS: tuple[float, ...] = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 )  # fmt: skip
 DROP_REASONS = ("retention", "capacity", "not_found", "forbidden")
+FINISH_SOURCES = ("event", "list", "query")
+EVENT_TYPES = ("submit", "update", "complete")
 STATUS_LABELS = ("pending", "succeeded", "failed", "cancelled")
 
 
@@ -155,6 +157,15 @@ class CloudMetrics:
         self._finished: dict[tuple[str, str, str], Counter] = {}
         self._durations: dict[tuple[str, str], Histogram] = {}
         self._skipped: dict[str, Counter] = {}
+        self._by_source = {s: owner.finished_by_source.labels(name, s) for s in FINISH_SOURCES}
+        self._events: EventMetrics | None = None
+
+    def events(self) -> EventMetrics:
+        """The event-stream series of this cloud, created on first use (clouds with
+        `events` configured only)."""
+        if self._events is None:
+            self._events = EventMetrics(self._owner, self.name)
+        return self._events
 
     def api_request(self, command: str, code: str, seconds: float) -> None:
         """One API call and its outcome (usable as the client's RequestObserver)."""
@@ -178,17 +189,20 @@ class CloudMetrics:
                 self._last_success = self._owner.last_success.labels(self.name)
             self._last_success.set(now)
 
-    def job_finished(self, job: Job) -> None:
-        """Count a finished job and observe its duration (the tracker calls this once)."""
+    def job_finished(self, job: Job, source: str = "query", duration: float | None = None) -> None:
+        """Count a finished job and observe its duration (the tracker calls this once).
+        `duration` overrides `completed - created` (the receipt times of its events)."""
+        self._by_source[source].inc()
         status = job.status.label
         key = (job.cmd, status, str(job.result_code))
         counter = self._finished.get(key)
         if counter is None:
             counter = self._finished[key] = self._owner.jobs_finished.labels(self.name, *key)
         counter.inc()
-        if job.created is None or job.completed is None:
-            return
-        duration = job.completed - job.created
+        if duration is None:
+            if job.created is None or job.completed is None:
+                return
+            duration = job.completed - job.created
         if duration < 0:  # clock trouble on the server: no honest duration to record
             return
         hkey = (job.cmd, status)
@@ -239,6 +253,50 @@ class CloudMetrics:
             _discard(owner.job_duration, name, *hkey)
         for reason in self._skipped:
             _discard(owner.jobs_skipped, name, reason)
+        for source in FINISH_SOURCES:
+            _discard(owner.finished_by_source, name, source)
+        if self._events is not None:
+            self._events._remove()
+
+
+class EventMetrics:
+    """The event-stream series of one cloud."""
+
+    def __init__(self, owner: ExporterMetrics, name: str) -> None:
+        self._owner = owner
+        self.name = name
+        self._connected = owner.events_connected.labels(name)
+        self._connected.set(0)
+        self._received = {t: owner.events_received.labels(name, t) for t in EVENT_TYPES}
+        self._malformed = owner.events_malformed.labels(name)
+        self._gaps = owner.event_gaps.labels(name)
+        self._last: Gauge | None = None  # bound on the first event, like the last poll
+
+    def connected(self, up: bool) -> None:
+        self._connected.set(1 if up else 0)
+
+    def received(self, event_type: str, now: float) -> None:
+        counter = self._received.get(event_type)
+        if counter is not None:
+            counter.inc()
+        if self._last is None:
+            self._last = self._owner.last_event.labels(self.name)
+        self._last.set(now)
+
+    def malformed(self) -> None:
+        self._malformed.inc()
+
+    def gaps(self, n: int = 1) -> None:
+        if n > 0:
+            self._gaps.inc(n)
+
+    def _remove(self) -> None:
+        owner, name = self._owner, self.name
+        for metric in (owner.events_connected, owner.events_malformed, owner.event_gaps,
+                       owner.last_event):  # fmt: skip
+            _discard(metric, name)
+        for event_type in EVENT_TYPES:
+            _discard(owner.events_received, name, event_type)
 
 
 def _discard(metric: Counter | Gauge | Histogram, *labels: str) -> None:
@@ -352,6 +410,49 @@ class ExporterMetrics:
             "observed once per job, when the exporter first sees it finished.",
             ("cloud", "cmd", "status"),
             buckets=self.buckets,
+            registry=reg,
+        )
+        self.finished_by_source = Counter(
+            "cloudstack_exporter_jobs_finished_by_source",
+            "How each finish counted in cloudstack_async_jobs_finished was learned: 'event' "
+            "(an AsyncJobEvent complete), 'list' (listAsyncJobs showed it final already), "
+            "'query' (queryAsyncJobResult of a job that left the pending list).",
+            ("cloud", "source"),
+            registry=reg,
+        )
+        self.events_connected = Gauge(
+            "cloudstack_exporter_events_connected",
+            "1 while the exporter is connected to the cloud's event bus (RabbitMQ) with its "
+            "queue bound to the AsyncJobEvent messages, else 0.",
+            ("cloud",),
+            registry=reg,
+        )
+        self.events_received = Counter(
+            "cloudstack_exporter_events_received",
+            "AsyncJobEvent messages consumed from the cloud's event bus, by type (submit, "
+            "update, complete, from the routing key).",
+            ("cloud", "type"),
+            registry=reg,
+        )
+        self.events_malformed = Counter(
+            "cloudstack_exporter_events_malformed",
+            "Event bus messages that could not be read as an AsyncJobEvent; rejected without "
+            "requeue.",
+            ("cloud",),
+            registry=reg,
+        )
+        self.last_event = Gauge(
+            "cloudstack_exporter_last_event_timestamp_seconds",
+            "When the last AsyncJobEvent of the cloud was received, in Unix seconds.",
+            ("cloud",),
+            registry=reg,
+        )
+        self.event_gaps = Counter(
+            "cloudstack_exporter_event_gaps",
+            "Jobs that polling found pending although their AsyncJobEvent submit never "
+            "arrived while the stream was connected: events were lost (jobs that start and "
+            "end while events are lost cannot be counted).",
+            ("cloud",),
             registry=reg,
         )
         self._aggregates = _AggregateCollector()

@@ -13,9 +13,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from yarl import URL
+
 from exporter import state as state_file
 from exporter.client import CloudStackClient
-from exporter.config import CloudConfig, Config, ConfigError, load_config
+from exporter.config import CloudConfig, Config, ConfigError, EventsConfig, load_config
+from exporter.eventfeed import EventFeed
+from exporter.eventstream import EventStream, StreamSettings
 from exporter.jobspage import CloudHealth, JobsView
 from exporter.poller import CloudPoller
 from exporter.rendering import Renderer
@@ -28,6 +32,11 @@ if TYPE_CHECKING:
     from exporter.cli import Options
 
 log = logging.getLogger(__name__)
+
+# Renders after events: at most one a second, a few milliseconds after the first event of a
+# burst (so that a burst's events share it).
+EVENT_RENDER_INTERVAL = 1.0
+EVENT_RENDER_DELAY = 0.02
 
 
 def _reveal(value: Any) -> str | None:
@@ -57,13 +66,46 @@ def make_client(cloud: CloudConfig, metrics: ExporterMetrics) -> CloudStackClien
     )
 
 
-class _Cloud:
-    """A running poller with what it needs to stop."""
+def stream_settings(events: EventsConfig) -> StreamSettings:
+    url = URL(events.url)
+    if events.password is not None:
+        url = url.with_password(events.password.reveal())
+    return StreamSettings(
+        url=str(url),
+        exchange=events.exchange,
+        queue=events.queue,
+        verify_tls=events.verify_tls,
+        ca_file=events.ca_file,
+        queue_expires=events.queue_expires,
+        queue_max_length=events.queue_max_length,
+        prefetch=events.prefetch,
+        reconnect_min=events.reconnect_min,
+        reconnect_max=events.reconnect_max,
+    )
 
-    def __init__(self, poller: CloudPoller, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+
+class _Cloud:
+    """A running poller (and event stream) with what it needs to stop."""
+
+    def __init__(
+        self,
+        poller: CloudPoller,
+        task: asyncio.Task[None],
+        stop: asyncio.Event,
+        stream: EventStream | None = None,
+        stream_task: asyncio.Task[None] | None = None,
+        feed: EventFeed | None = None,
+    ) -> None:
         self.poller = poller
         self.task = task
         self.stop = stop
+        self.stream = stream
+        self.stream_task = stream_task
+        self.feed = feed
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [self.task] + ([self.stream_task] if self.stream_task is not None else [])
 
 
 class Service:
@@ -83,6 +125,8 @@ class Service:
         self._save_task: asyncio.Task[None] | None = None
         self._save_dirty = False
         self._restored: Mapping[str, Any] = {}
+        self._event_render: asyncio.Task[None] | None = None
+        self._last_event_render = 0.0
 
     def _trackers(self) -> Mapping[str, JobTracker]:
         return self.trackers
@@ -110,6 +154,7 @@ class Service:
                     poll_duration=p.last_duration,
                     tracked=tracker.size if tracker is not None else 0,
                     last_error=p.last_error,
+                    events=cloud.stream.state if cloud.stream is not None else None,
                 )
             )
         return JobsView(views, health)
@@ -170,21 +215,39 @@ class Service:
         )
         stop = asyncio.Event()
         task = asyncio.create_task(poller.run(stop), name=f"poll-{cloud.name}")
-        self.clouds[cloud.name] = _Cloud(poller, task, stop)
+        if cloud.events is None:
+            self.clouds[cloud.name] = _Cloud(poller, task, stop)
+            return
+        feed = EventFeed(
+            poller,
+            poller.tracker,
+            self.metrics.cloud(cloud.name).events(),
+            on_change=self._events_applied,
+        )
+        stream = EventStream(cloud.name, stream_settings(cloud.events), feed)
+        stream_task = asyncio.create_task(stream.run(stop), name=f"events-{cloud.name}")
+        self.clouds[cloud.name] = _Cloud(poller, task, stop, stream, stream_task, feed)
 
     async def _stop_clouds(self) -> None:
         clouds, self.clouds = self.clouds, {}
         for cloud in clouds.values():
             cloud.stop.set()
         # A cycle waiting on a slow server is cancelled rather than awaited to its timeout.
-        _done, pending = await asyncio.wait([c.task for c in clouds.values()], timeout=2.0)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        tasks = [t for c in clouds.values() for t in c.tasks]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=2.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*(c.feed.close() for c in clouds.values() if c.feed is not None))
         await asyncio.gather(*(c.poller.client.close() for c in clouds.values()))
 
     async def stop(self) -> None:
         await self._stop_clouds()
+        if self._event_render is not None:
+            self._event_render.cancel()  # the render below shows everything anyway
+            await asyncio.gather(self._event_render, return_exceptions=True)
+            self._request_render()
         await self.settle()
         await self.save_state()
         if self._runner is not None:
@@ -194,6 +257,9 @@ class Service:
     # -- after each poll cycle ---------------------------------------------------------------
 
     def _cycle_done(self, poller: CloudPoller) -> None:
+        self._request_render()
+
+    def _request_render(self) -> None:
         # Several clouds finishing together cause one render, not one each; the bytes are
         # built in a thread so scrapes and other clouds' polls are not held up.
         self._render_dirty = True
@@ -203,6 +269,19 @@ class Service:
             self._save_dirty = True
             if self._save_task is None or self._save_task.done():
                 self._save_task = asyncio.create_task(self._save_loop())
+
+    def _events_applied(self) -> None:
+        # Hundreds of events a second make one render a second, not hundreds: a job's end
+        # shows within about EVENT_RENDER_INTERVAL of its complete.
+        if self._event_render is None or self._event_render.done():
+            self._event_render = asyncio.create_task(self._render_after_events())
+
+    async def _render_after_events(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self._last_event_render + EVENT_RENDER_INTERVAL - loop.time()
+        await asyncio.sleep(max(EVENT_RENDER_DELAY, wait))
+        self._last_event_render = loop.time()
+        self._request_render()
 
     async def _render_loop(self) -> None:
         while self._render_dirty:

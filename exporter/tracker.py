@@ -20,6 +20,7 @@ from exporter.rendering import escape_label_value, job_info_labels
 from exporter.selfmetrics import JobSummary
 
 if TYPE_CHECKING:
+    from exporter.events import JobEvent
     from exporter.selfmetrics import CloudMetrics
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,14 @@ class JobTracker:
         self.changed = True  # since the last render; the renderer clears it
         self.version = 0
         self._reported_size = -1
+        # The event stream, for clouds that have one (see `event`). Sized by the jobs
+        # events told of, which are tracked jobs: removed with them.
+        self._stream_since: float | None = None  # connected since (exporter time), or None
+        self._last_listing: float | None = None  # start of the last applied listing
+        self._submitted: dict[str, float] = {}  # job ID -> receipt time of a live submit
+        self._heard: set[str] = set()  # jobs some event told of
+        self._gap_candidates: dict[str, float] = {}  # listed, never heard of: when listed
+        self.gaps = 0  # event gaps found; the stream's metrics count them
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -220,6 +229,9 @@ class JobTracker:
         self._configured = configured
         self._configured_done &= configured
 
+    def is_configured(self, job_id: str) -> bool:
+        return job_id in self._configured
+
     def to_query(self, listed: Set[str]) -> list[str]:
         """IDs to query this cycle: tracked pending jobs absent from this cycle's listing
         (absence is no proof of completion: the list moves while it is paged), and
@@ -233,14 +245,18 @@ class JobTracker:
         )
         return wanted
 
-    def apply(self, job: Job, now: float, fingerprint: int | None = None) -> None:
-        """A fresh view of one job, from the pending list (with the entry's fingerprint) or
-        from a query."""
+    def apply(
+        self, job: Job, now: float, fingerprint: int | None = None, source: str = "query"
+    ) -> None:
+        """A fresh view of one job, from the pending list (`source` "list", with the entry's
+        fingerprint), from a query, or from the query an event asked for ("event")."""
         self._touch(now)
         job_id = job.job_id
         old = self._jobs.get(job_id)
         if old is None:
-            self._track_new(job, fingerprint)
+            if source == "list" and not job.status.final:
+                self._maybe_gap(job_id, now)
+            self._track_new(job, fingerprint, source)
             return
         if job.status.final and not job.management_server_id and old.job.management_server_id:
             # CloudStack clears the server when the job ends; keep the one last seen running
@@ -248,8 +264,7 @@ class JobTracker:
             job = dataclasses.replace(
                 job,
                 management_server_id=old.job.management_server_id,
-                management_server_name=job.management_server_name
-                or old.job.management_server_name,
+                management_server_name=job.management_server_name or old.job.management_server_name,
             )
         if old.job is job or old.job == job:
             if fingerprint is not None and fingerprint != old.fingerprint:
@@ -273,7 +288,7 @@ class JobTracker:
             finished_at = None
         self._put(job_id, self._tracked(job, finished_at, fingerprint), old)
         if finished_at is not None and old.finished_at is None:
-            self._finish(job_id, job, finished_at, seen_pending=True)
+            self._finish(job_id, job, finished_at, seen_pending=True, source=source)
         self._mark()
 
     def listed_unchanged(self, entry: Any, fingerprint: int | None) -> Job | None:
@@ -324,6 +339,88 @@ class JobTracker:
             self._refused.clear()
         self._advance_watermark()
         self._report_size()
+
+    # --- the event stream (cloudstack-api.md §9) ----------------------------------------------
+
+    def stream_connected(self, now: float) -> None:
+        self._stream_since = now
+        self._gap_candidates.clear()
+
+    def stream_disconnected(self) -> None:
+        # A submit missed while disconnected is not a gap: nobody was listening.
+        self._stream_since = None
+        self._gap_candidates.clear()
+
+    def listing_applied(self, started: float) -> None:
+        """A listing (every page) was applied; it had started at `started`."""
+        self._last_listing = started
+
+    def _maybe_gap(self, job_id: str, now: float) -> None:
+        # New in this listing and pending, while the stream has been up since before the
+        # previous listing began: the job was submitted after that listing began (else that
+        # listing would have shown it), so with the stream up, its submit was published to
+        # a bound queue. No clock of CloudStack's is compared. Judged a little later: the
+        # submit may still be on its way.
+        since, previous = self._stream_since, self._last_listing
+        if since is None or previous is None or since > previous or job_id in self._heard:
+            return
+        self._gap_candidates[job_id] = now
+
+    def judge_gaps(self, now: float, grace: float) -> int:
+        """Count the listed jobs whose submit has not come `grace` seconds after listing."""
+        if not self._gap_candidates:
+            return 0
+        due = [i for i, t in self._gap_candidates.items() if now - t >= grace]
+        for job_id in due:
+            del self._gap_candidates[job_id]
+        self.gaps += len(due)
+        return len(due)
+
+    def event(self, event: JobEvent, received: float, live: bool) -> bool:
+        """Apply one AsyncJobEvent; True when the job's times must come from a query.
+
+        A submit tracks the job at once; a complete ends it at once when its submit was
+        received live too (the duration is then the time between the receipts, sharper
+        than CloudStack's one-second stamps). Otherwise (backlog, a missed or late submit)
+        the caller queries the job, and the answer ends it as a poll would. The body's
+        status is trusted over the event type (CloudStack publishes late from 2026).
+        """
+        self._touch(received)
+        job_id = event.job_id
+        self._heard.add(job_id)
+        self._gap_candidates.pop(job_id, None)
+        old = self._jobs.get(job_id)
+        if old is not None and old.finished_at is not None:
+            return False  # finished already: a duplicate, a redelivery, a late submit
+        if event.type == "submit" and live and not event.final:
+            self._submitted.setdefault(job_id, received)
+        if not event.final:
+            if old is None:
+                created = received if event.type == "submit" and live else None
+                self._track_new(_job_from_event(event, created))
+            return False
+        submitted = self._submitted.get(job_id)
+        if not live or submitted is None:
+            return True
+        base = old.job if old is not None else _job_from_event(event, submitted)
+        job = dataclasses.replace(
+            base,
+            status=event.status,
+            result_code=event.result_code,
+            proc_status=event.proc_status,
+            error=event.error,
+            result_object=event.result_object,
+            result_type=base.result_type or "object",
+            completed=received,
+        )
+        duration = received - submitted
+        if old is None:
+            self._track_new(job, source="event", duration=duration)
+            return False
+        self._put(job_id, self._tracked(job, received), old)
+        self._finish(job_id, job, received, seen_pending=True, source="event", duration=duration)
+        self._mark()
+        return False
 
     # --- persistence ---------------------------------------------------------------------------
 
@@ -443,7 +540,14 @@ class JobTracker:
         self.changed = True
         self.version += 1
 
-    def _track_new(self, job: Job, fingerprint: int | None = None) -> None:
+    def _track_new(
+        self,
+        job: Job,
+        fingerprint: int | None = None,
+        source: str = "query",
+        duration: float | None = None,
+    ) -> bool:
+        """Track a job not tracked yet; False if the tracked-jobs cap refused it."""
         job_id = job.job_id
         if len(self._jobs) >= self.max_jobs:
             if self._finished:
@@ -457,19 +561,38 @@ class JobTracker:
                         self._refused.clear()  # bound the memory; may count a job twice
                     self._refused.add(job_id)
                     self.metrics.dropped("capacity", 1)
-                return
+                return False
         self._refused.discard(job_id)
         self._configured_done.discard(job_id)
         if job.status.final:
             self._put(job_id, self._tracked(job, self._now, fingerprint))
-            self._finish(job_id, job, self._now, seen_pending=False)
+            self._finish(
+                job_id,
+                job,
+                self._now,
+                seen_pending=duration is not None,
+                source=source,
+                duration=duration,
+            )
         else:
             self._put(job_id, self._tracked(job, None, fingerprint))
         self._mark()
         self._report_size()
+        return True
 
-    def _finish(self, job_id: str, job: Job, finished_at: float, *, seen_pending: bool) -> None:
+    def _finish(
+        self,
+        job_id: str,
+        job: Job,
+        finished_at: float,
+        *,
+        seen_pending: bool,
+        source: str = "query",
+        duration: float | None = None,
+    ) -> None:
         self._finished[job_id] = finished_at
+        self._submitted.pop(job_id, None)
+        self._gap_candidates.pop(job_id, None)
         if job_id in self._observed:
             return
         completed = job.completed
@@ -477,12 +600,15 @@ class JobTracker:
         # the job completed after the watermark. Older history would inflate the counters
         # with finishes an earlier run (or nobody) already counted.
         if seen_pending or (completed is not None and completed > self._watermark):
-            self.metrics.job_finished(job)
+            self.metrics.job_finished(job, source, duration)
             self._observed[job_id] = completed if completed is not None else finished_at
 
     def _remove(self, job_id: str) -> None:
         tracked = self._jobs.pop(job_id, None)
         self._finished.pop(job_id, None)
+        self._submitted.pop(job_id, None)
+        self._heard.discard(job_id)
+        self._gap_candidates.pop(job_id, None)
         if tracked is not None:
             self._count(tracked.job, -1)
             if job_id in self._configured:
@@ -611,6 +737,31 @@ class _Earliest:
 
     def ages(self, now: float) -> dict[str, float]:
         return {group: now - created for group, created in self.earliest.items()}
+
+
+def _job_from_event(event: JobEvent, created: float | None) -> Job:
+    """What an event tells of a job not tracked yet. `created` is the submit's receipt time
+    (None when unknown: the next poll or query fills the times in)."""
+    job = Job(
+        job_id=event.job_id,
+        status=event.status,
+        result_code=event.result_code,
+        proc_status=event.proc_status,
+        cmd_class=event.cmd_class,
+        cmd=event.cmd,
+        instance_type=event.instance_type,
+        instance_id=event.instance_id,
+        account_id=event.account_uuid,  # the API's accountid is the UUID too
+        user_id=event.user_uuid,
+        result_type="object" if event.final and event.result_object else "",
+        created=created,
+        completed=None,
+        error=event.error,
+        result_object=event.result_object,
+        management_server_id="",  # events name no management server
+        account=event.account_name,
+    )
+    return with_shared_strings(job)
 
 
 def _number(value: object) -> float | None:
