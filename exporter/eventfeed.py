@@ -60,10 +60,12 @@ class EventFeed:
             )
         # What happened while nobody listened is known only to the API.
         self.poller.poll_now()
+        self.on_change()
 
     def disconnected(self, reason: str) -> None:
         self.tracker.stream_disconnected()
         self.metrics.connected(False)
+        self.on_change()
 
     def event(self, event: JobEvent, received: float, live: bool) -> None:
         self.metrics.received(event.type, received)

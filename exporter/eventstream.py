@@ -30,6 +30,10 @@ from yarl import URL
 from exporter.events import BINDING_KEY, JobEvent, MalformedEvent, parse_event
 
 log = logging.getLogger(__name__)
+# aiormq logs every failed connection attempt as an error with the broker's address; the
+# stream logs one line per distinct failure itself (see run), so theirs would only repeat it.
+logging.getLogger("aiormq").setLevel(logging.CRITICAL)
+logging.getLogger("aio_pika").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True, slots=True)
