@@ -49,7 +49,12 @@ class Bus:
         await self.sim.control(
             "PUT",
             "/events",
-            {"url": self.node.url, "exchange": self.exchange, "reconnect_interval": 0.5, **settings},
+            {
+                "url": self.node.url,
+                "exchange": self.exchange,
+                "reconnect_interval": 0.5,
+                **settings,
+            },
         )
 
     def events_yaml(self, url: str | None = None) -> str:
@@ -447,7 +452,7 @@ async def test_a_restarted_exporter_consumes_the_backlog_and_counts_each_job_onc
         # The backlog's receipt times say nothing of when the jobs ran: their times come
         # from queryAsyncJobResult, so the durations are CloudStack's.
         truth = await truth_durations(sim, running + short)
-        count, total = durations(m)
+        _, total = durations(m)
         assert abs(total - sum(truth)) <= 4 * 1.0  # CloudStack's stamps are whole seconds
 
 

@@ -85,7 +85,8 @@ async def test_a_finished_job_keeps_the_management_server_last_seen_running_it(
     config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
     async with Exporter(config) as exporter:
         await exporter.cycle()
-        ((running, _),) = (await exporter.metrics()).find("cloudstack_async_job_info", job_id=job_id)
+        m = await exporter.metrics()
+        ((running, _),) = m.find("cloudstack_async_job_info", job_id=job_id)
         assert running["management_server_id"] and running["management_server_name"]
         await simulator.finish(job_id, "failure", result_code=530, errortext="host unreachable")
         await exporter.cycle()
