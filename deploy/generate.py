@@ -55,6 +55,7 @@ class Settings:
     capacity_window: str = "15m"
     capacity_result_codes: tuple[str, ...] = ("533", "534", "535")
     tracking_cap_window: str = "15m"
+    malformed_jobs_window: str = "15m"
     duration_quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)
     duration_quantile_window: str = "30m"
 
@@ -321,6 +322,22 @@ def alerts(s: Settings) -> list[Alert]:
             "Raise the tracked-jobs cap (and the memory limit with it), shorten the retention "
             "of finished jobs, narrow discovery with include/exclude patterns, or run one "
             "exporter per cloud.",
+        ),
+        Alert(
+            "CloudStackJobExporterMalformedJobs",
+            "sum by (cloud) "
+            + new_or_increased("cloudstack_exporter_malformed_jobs_total", s.malformed_jobs_window)
+            + " > 0",
+            "0m",
+            "warning",
+            "The exporter skips unreadable job entries of cloud {{ $labels.cloud }}.",
+            '{{ printf "%.0f" $value }} job entries of cloud {{ $labels.cloud }} could not be '
+            f"read in the last {s.malformed_jobs_window} and were skipped: cloudstack_up stays 1 "
+            "but those jobs are not tracked.",
+            "The exporter's log names the field it could not read (missing jobid, unknown "
+            "jobstatus, bad date). Compare with the listAsyncJobs answer of the cloud (a proxy "
+            "rewriting the answer, a CloudStack version with another format) and report the "
+            "entry if CloudStack sends it as is.",
         ),
     ]
 
