@@ -288,6 +288,31 @@ def test_a_config_override_reaches_every_output() -> None:
     )
 
 
+def test_readme_mixin_example_imports_and_overrides(tmp_path: Path) -> None:
+    jsonnet = module("_jsonnet")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```jsonnet\n(.*?)```", readme, re.S)
+    # Where `jb install` puts the mixin.
+    vendored = tmp_path / "vendor/github.com/cloudstack-job-exporter/cloudstack-job-exporter"
+    vendored.mkdir(parents=True)
+    (vendored / "deploy").symlink_to(DEPLOY, target_is_directory=True)
+    (tmp_path / "monitoring.jsonnet").write_text(example, encoding="utf-8")
+    out = json.loads(
+        jsonnet.evaluate_file(
+            str(tmp_path / "monitoring.jsonnet"), jpathdir=[str(tmp_path / "vendor")]
+        )
+    )
+    rules = {r["alert"]: r for g in out["alerts"]["groups"] for r in g["rules"]}
+    assert rules["CloudStackJobExporterAbsent"]["expr"] == 'absent(up{job="cloudstack"})'
+    assert rules["CloudStackAsyncJobPendingTooLong"]["expr"].endswith("> 1200")
+    assert rules["CloudStackJobExporterDown"]["annotations"]["runbook_url"] == (
+        "https://wiki.example.com/cloudstack-runbook#cloudstackjobexporterdown"
+    )
+    assert out["rules"]["groups"][0]["rules"]
+    (board,) = out["dashboards"].values()
+    assert board["tags"] == ["cloudstack", "iaas"]
+
+
 def test_rules_of_an_overridden_config_pass_promtool(tmp_path: Path) -> None:
     promtool = require("promtool")
     render = renderer()
