@@ -34,5 +34,10 @@ bench: $(STAMP)
 simulator: $(STAMP)
 	$(BIN)/python -m cloudstack_simulator
 
+## mixin: render deploy/mixin into the rule files, the dashboard and the alert reference
+.PHONY: mixin
+mixin: $(STAMP)
+	$(BIN)/python deploy/render_mixin.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -72,13 +72,34 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout + result.stderr
 
 
-def generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_generate", DEPLOY / "generate.py")
+def renderer() -> ModuleType:
+    """deploy/render_mixin.py, with the jsonnet package it needs."""
+    module("_jsonnet")
+    spec = importlib.util.spec_from_file_location("deploy_render_mixin", DEPLOY / "render_mixin.py")
     assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown page."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        m = None if in_code else re.match(r"#{1,6}\s+(.+?)\s*#*\s*$", line)
+        if not m:
+            continue
+        # Lower case; drop punctuation but keep letters, digits, `-` and `_`; spaces to `-`.
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
 
 
 def load_yaml_docs(path: Path) -> list[Any]:
@@ -122,12 +143,30 @@ def metric_names(expr: str) -> set[str]:
 # --------------------------------------------------------------------------------- rules
 
 
-def test_generated_files_are_up_to_date() -> None:
-    gen = generator()
-    assert gen.main(["--check"]) == 0, "run: python deploy/generate.py"
-    # And the check would notice a difference.
-    for path, text in gen.outputs(gen.S).items():
-        assert path.read_text(encoding="utf-8") == text
+def test_committed_files_are_the_rendered_mixin() -> None:
+    render = renderer()
+    outputs = render.outputs()
+    # Every file the project ships comes from the mixin.
+    assert {
+        RULES,
+        K8S / "monitoring/prometheusrule.yaml",
+        DASHBOARD,
+        ROOT / "docs/operations.md",
+    } <= set(outputs)
+    for path, text in outputs.items():
+        assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run make mixin"
+    assert render.main(["--check"]) == 0
+
+
+def test_every_runbook_url_points_at_a_heading_of_operations_md() -> None:
+    anchors = github_anchors((ROOT / "docs/operations.md").read_text(encoding="utf-8"))
+    base = "https://github.com/cloudstack-job-exporter/cloudstack-job-exporter/blob/main/docs/operations.md"
+    for rule in alert_rules():
+        url, anchor = rule["annotations"]["runbook_url"].split("#")
+        assert url == base, rule["alert"]
+        assert anchor in anchors, f"{rule['alert']}: no heading for #{anchor}"
+    # The slugs are GitHub's: a heading with spaces and punctuation.
+    assert {"changing-thresholds", "prometheus", "try-it-docker-compose"} <= anchors
 
 
 def test_rules_pass_promtool_check(tmp_path: Path) -> None:
@@ -171,7 +210,9 @@ def test_alert_rules_are_documented_and_labelled() -> None:
         names.append(rule["alert"])
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
         annotations = rule["annotations"]
-        assert {"summary", "description", "runbook"} <= set(annotations), rule["alert"]
+        assert {"summary", "description", "runbook", "runbook_url"} <= set(annotations), rule[
+            "alert"
+        ]
         assert len(annotations["runbook"]) > 80, f"{rule['alert']}: runbook too thin"
         # `job` belongs to Prometheus: CloudStack jobs are `job_id`.
         assert not re.search(r"\bjob\s*=~?\s*\"[0-9a-f-]{8,}", rule["expr"])
@@ -203,14 +244,81 @@ def test_rules_and_dashboard_use_only_contract_metrics() -> None:
     assert used - CONTRACT_METRICS == set()
 
 
-def test_a_threshold_changed_in_the_generator_reaches_every_output() -> None:
-    gen = generator()
-    custom = gen.Settings(pending_too_long_seconds=1200, backlog_jobs=500)
-    outputs = gen.outputs(custom)
-    rules = outputs[gen.RULES_FILE]
+CUSTOM_CONFIG = {
+    "pendingTooLongSeconds": 1200,
+    "backlogJobs": 500,
+    "failureRatio": 0.1,
+    "failureRatioWindow": "1h",
+    "exporterSelector": 'job="cs-jobs"',
+    "runbookBaseURL": "https://wiki.example.com/cloudstack",
+    "dashboardUid": "cs-jobs",
+    "dashboardTitle": "CS jobs",
+    "datasource": "Mimir",
+}
+
+
+def test_a_config_override_reaches_every_output() -> None:
+    render = renderer()
+    outputs = render.outputs(CUSTOM_CONFIG)
+    rules = outputs[render.RULES_FILE]
     assert "cloudstack_async_jobs_oldest_pending_age_seconds > 1200" in rules
     assert '(cloudstack_async_jobs{status="pending"}) > 500' in rules
-    assert "> 1200" in outputs[gen.PROMETHEUS_RULE]
+    assert "> 1200" in outputs[render.PROMETHEUS_RULE]
+    assert 'absent(up{job="cs-jobs"})' in rules
+    assert "runbook_url: https://wiki.example.com/cloudstack#cloudstackapiunreachable" in rules
+    # Another failure-ratio window brings its own recording rules along.
+    groups = yaml.safe_load(rules)["groups"]
+    records = {r["record"] for g in groups for r in g["rules"] if "record" in r}
+    ratio = next(r for g in groups for r in g["rules"] if r.get("alert", "").endswith("RatioHigh"))
+    used = set(re.findall(r"\w+:\w+:\w+", ratio["expr"]))
+    assert used == {
+        "cloud_cmd:cloudstack_async_jobs_failed:ratio_rate1h",
+        "cloud_cmd:cloudstack_async_jobs_finished:increase1h",
+    }
+    assert used <= records and "> 0.1\n" in ratio["expr"]
+    board = json.loads(outputs[DASHBOARD])
+    assert (board["uid"], board["title"]) == ("cs-jobs", "CS jobs")
+    datasource = board["templating"]["list"][0]
+    assert datasource["current"]["value"] == "Mimir"
+    exporter_up = next(p for p in board["panels"] if p["title"] == "Exporter targets up")
+    assert exporter_up["targets"][0]["expr"] == 'up{job="cs-jobs"}'
+    assert (
+        "| `CloudStackAsyncJobBacklogHigh` | warning | 15m | `sum by (cloud) ("
+        in outputs[render.OPERATIONS_DOC]
+    )
+
+
+def test_readme_mixin_example_imports_and_overrides(tmp_path: Path) -> None:
+    jsonnet = module("_jsonnet")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```jsonnet\n(.*?)```", readme, re.S)
+    # Where `jb install` puts the mixin.
+    vendored = tmp_path / "vendor/github.com/cloudstack-job-exporter/cloudstack-job-exporter"
+    vendored.mkdir(parents=True)
+    (vendored / "deploy").symlink_to(DEPLOY, target_is_directory=True)
+    (tmp_path / "monitoring.jsonnet").write_text(example, encoding="utf-8")
+    out = json.loads(
+        jsonnet.evaluate_file(
+            str(tmp_path / "monitoring.jsonnet"), jpathdir=[str(tmp_path / "vendor")]
+        )
+    )
+    rules = {r["alert"]: r for g in out["alerts"]["groups"] for r in g["rules"]}
+    assert rules["CloudStackJobExporterAbsent"]["expr"] == 'absent(up{job="cloudstack"})'
+    assert rules["CloudStackAsyncJobPendingTooLong"]["expr"].endswith("> 1200")
+    assert rules["CloudStackJobExporterDown"]["annotations"]["runbook_url"] == (
+        "https://wiki.example.com/cloudstack-runbook#cloudstackjobexporterdown"
+    )
+    assert out["rules"]["groups"][0]["rules"]
+    (board,) = out["dashboards"].values()
+    assert board["tags"] == ["cloudstack", "iaas"]
+
+
+def test_rules_of_an_overridden_config_pass_promtool(tmp_path: Path) -> None:
+    promtool = require("promtool")
+    render = renderer()
+    path = tmp_path / "custom.rules.yml"
+    path.write_text(render.outputs(CUSTOM_CONFIG)[render.RULES_FILE], encoding="utf-8")
+    assert "SUCCESS" in ok(run(promtool, "check", "rules", str(path)))
 
 
 # ----------------------------------------------------------------------- Prometheus, AM
@@ -318,6 +426,17 @@ def test_dashboard_structure() -> None:
         cells |= mine
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_duration_heatmap_asks_for_exemplars() -> None:
+    # The exporter attaches a job_id exemplar to each duration bucket (OpenMetrics).
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    (heatmap,) = (p for p in board["panels"] if p["type"] == "heatmap")
+    assert "cloudstack_async_job_duration_seconds_bucket" in heatmap["targets"][0]["expr"]
+    assert [t.get("exemplar") for t in heatmap["targets"]] == [True]
+    # Only there: the other panels' queries have no histogram buckets to attach them to.
+    others = [t for p in board["panels"] if p is not heatmap for t in p.get("targets", [])]
+    assert not any(t.get("exemplar") for t in others)
 
 
 def test_dashboard_queries_parse(tmp_path: Path) -> None:
@@ -503,7 +622,8 @@ def test_service_monitor_selects_the_service() -> None:
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
     # The job label the alert rules select comes from this Service label.
     assert labels[monitor["spec"]["jobLabel"]] == "cloudstack-job-exporter"
-    assert generator().S.exporter_selector == 'job="cloudstack-job-exporter"'
+    down = next(r for r in alert_rules() if r["alert"] == "CloudStackJobExporterDown")
+    assert down["expr"] == 'up{job="cloudstack-job-exporter"} == 0'
     rule = by_kind("PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]

@@ -1,0 +1,5 @@
+{
+  grafanaDashboards+:: {
+    'cloudstack-job-exporter.json': (import 'cloudstack-job-exporter.libsonnet')($._config),
+  },
+}
