@@ -51,6 +51,13 @@ CONTRACT_METRICS = {
     "cloudstack_exporter_jobs_dropped_total",
     "cloudstack_exporter_malformed_jobs_total",
     "cloudstack_exporter_build_info",
+    # The event stream's (metrics.md, "The event stream").
+    "cloudstack_exporter_events_connected",
+    "cloudstack_exporter_events_received_total",
+    "cloudstack_exporter_events_malformed_total",
+    "cloudstack_exporter_last_event_timestamp_seconds",
+    "cloudstack_exporter_event_gaps_total",
+    "cloudstack_exporter_jobs_finished_by_source_total",
 }
 
 

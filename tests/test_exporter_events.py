@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import aio_pika
 import pytest
 
 pytest.register_assert_rewrite("simulator_fixtures", "rabbitmq", "exporter_harness")
+from binaries import require  # noqa: E402
 from exporter_harness import Exporter, Metrics, cloud_yaml, write_config  # noqa: E402
 from rabbitmq import RabbitNode, unique_name  # noqa: E402
 from simulator_fixtures import SimHandle, _running  # noqa: E402
@@ -165,6 +167,12 @@ async def test_every_short_job_is_counted_once_with_its_duration(
         await exporter.cycle()
         assert await finished_count(exporter) == len(ids)
         assert (await exporter.metrics()).value("cloudstack_exporter_event_gaps_total") == 0
+        # Every family of the event stream, with series, passes promtool's lint silently.
+        _, _, body = await exporter.get("/metrics", Accept="text/plain")
+        result = subprocess.run(
+            [require("promtool"), "check", "metrics"], input=body, capture_output=True, timeout=60
+        )
+        assert (result.returncode, result.stdout + result.stderr) == (0, b"")
 
 
 async def test_a_jobs_end_shows_without_a_poll(sim: SimHandle, bus: Bus, tmp_path: Path) -> None:

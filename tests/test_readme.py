@@ -61,7 +61,13 @@ async def test_metrics_table_matches_what_is_served(simulator: SimHandle, tmp_pa
         f"not served: {sorted(set(documented) - set(served))}"
     )
     for name, (kind, labels) in documented.items():
-        assert served[name] == (kind, labels), name
+        served_kind, served_labels = served[name]
+        assert served_kind == kind, name
+        if not served_labels and labels and "event stream only" in README.read_text():
+            # No cloud here has an event stream: its families are served without series.
+            assert name.startswith("cloudstack_exporter_") and "event" in name, name
+            continue
+        assert served_labels == labels, name
 
 
 def test_readme_promql_parses(tmp_path: Path) -> None:

@@ -199,6 +199,59 @@ local finished = 'cloudstack_async_jobs_finished_total';
                + 'rewriting the answer, a CloudStack version with another format) and report the '
                + 'entry if CloudStack sends it as is.',
     },
+    {
+      name: 'CloudStackEventStreamDisconnected',
+      expr: 'cloudstack_exporter_events_connected == 0',
+      'for': c.eventStreamDownFor,
+      severity: 'warning',
+      summary: 'The exporter is not connected to the event bus of cloud {{ $labels.cloud }}.',
+      description: 'The AsyncJobEvent stream of cloud {{ $labels.cloud }} has been down for '
+                   + c.eventStreamDownFor + ' on {{ $labels.instance }}: jobs shorter than a poll '
+                   + 'are not counted, and ends show at the next poll only.',
+      runbook: "The exporter's log says why (`event stream unavailable: ...`), and so does the "
+               + 'cloud\'s box on its /jobs page: the broker refusing the credentials, a TLS '
+               + 'failure, the broker down, or 406 PRECONDITION_FAILED (an exchange or queue '
+               + 'declared elsewhere with other parameters: the exchange must be topic and durable '
+               + 'as CloudStack declares it). Polling goes on meanwhile; the durable queue keeps '
+               + 'what CloudStack publishes until the exporter is back (up to its length cap and '
+               + 'expiry).',
+    },
+    {
+      name: 'CloudStackEventGaps',
+      expr: 'sum by (cloud) %s > 0'
+            % promql.newOrIncreased('cloudstack_exporter_event_gaps_total', c.eventGapsWindow),
+      'for': '0m',
+      severity: 'warning',
+      summary: 'AsyncJobEvents of cloud {{ $labels.cloud }} are being lost.',
+      description: '{{ printf "%.0f" $value }} jobs of cloud {{ $labels.cloud }} were found by '
+                   + 'polling in the last ' + c.eventGapsWindow + ' although their submit event never '
+                   + 'arrived while the stream was connected: short jobs may go uncounted.',
+      runbook: 'CloudStack drops an event when it cannot reach the broker (no buffer, no retry) '
+               + 'and when no queue is bound: check the management servers\' logs for event bus '
+               + 'warnings, that every management server has the event bus configured (a server '
+               + 'without it publishes nothing for the jobs it runs), and the queue\'s length cap '
+               + '(queue_max_length: the broker drops the oldest events beyond it).',
+    },
+    {
+      name: 'CloudStackEventStreamSilent',
+      expr: '(max by (cloud) (cloudstack_exporter_events_connected) == 1)\n'
+            + 'unless on (cloud)\n'
+            + '  (min by (cloud) (time() - cloudstack_exporter_last_event_timestamp_seconds) <= %s)\n'
+            % promql.num(c.eventSilenceSeconds)
+            + 'and on (cloud)\n'
+            + '  (sum by (cloud) (increase(cloudstack_exporter_jobs_finished_by_source_total{source=~"list|query"}[%s])) > 0)'
+            % c.eventSilenceWindow,
+      'for': '0m',
+      severity: 'warning',
+      summary: 'Cloud {{ $labels.cloud }} publishes no AsyncJobEvent although its jobs run.',
+      description: 'The exporter is connected to the event bus of cloud {{ $labels.cloud }} but has '
+                   + 'received no event for ' + c.eventSilenceWindow + ' while polling saw jobs end: '
+                   + 'CloudStack is not publishing to the exchange the exporter reads.',
+      runbook: 'CloudStack publishes only where an administrator configured the RabbitMQ event bus '
+               + 'on every management server (see "Making CloudStack publish its job events"), '
+               + 'to the exchange named there: compare it with the exporter\'s events.exchange, '
+               + 'and the broker\'s virtual host with the one in events.url.',
+    },
   ],
 
   // A Prometheus rule from an entry above; runbook_url is the anchor GitHub gives the alert's

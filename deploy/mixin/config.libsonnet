@@ -30,6 +30,12 @@
     capacityResultCodes: ['533', '534', '535'],
     trackingCapWindow: '15m',
     malformedJobsWindow: '15m',
+    // The event stream (clouds with `events` configured).
+    eventStreamDownFor: '10m',
+    eventGapsWindow: '30m',
+    // No event for this long while polling sees jobs end: CloudStack is not publishing.
+    eventSilenceSeconds: 1800,
+    eventSilenceWindow: '30m',
     durationQuantiles: [0.5, 0.9, 0.99],
     durationQuantileWindow: '30m',
 
