@@ -135,6 +135,58 @@ function(c) {
       draw='bars',
     ), 24, 6),
 
+    // Empty for clouds without `events`: they poll only.
+    g.row('Event stream'),
+    g.panel(g.stat(
+      'Event stream connected',
+      'cloudstack_exporter_events_connected{%s}' % sel,
+      '{{cloud}}',
+      description='1 while the exporter is connected to the cloud\'s RabbitMQ with its queue bound. '
+                  + 'Empty for clouds that poll only.',
+      steps=redAt0,
+      mappings=[{ type: 'value', options: { '0': { text: 'down' }, '1': { text: 'connected' } } }],
+    ), 6, 5),
+    g.panel(g.stat(
+      'Since last event',
+      'time() - cloudstack_exporter_last_event_timestamp_seconds{%s}' % sel,
+      '{{cloud}}',
+      unit='s',
+      steps=[
+        { color: 'green', value: null },
+        { color: 'orange', value: c.eventSilenceSeconds },
+      ],
+    ), 6, 5),
+    g.panel(g.stat(
+      'Event gaps (window)',
+      'sum by (cloud) (increase(cloudstack_exporter_event_gaps_total{%s}[%s]))' % [sel, c.eventGapsWindow],
+      '{{cloud}}',
+      description='Jobs polling found pending whose submit event never came while connected: events '
+                  + 'were lost, and short jobs may have gone uncounted.',
+      steps=[{ color: 'green', value: null }, { color: 'orange', value: 1 }],
+    ), 6, 5),
+    g.panel(g.stat(
+      'Malformed events (window)',
+      'sum by (cloud) (increase(cloudstack_exporter_events_malformed_total{%s}[%s]))' % [sel, c.eventGapsWindow],
+      '{{cloud}}',
+      steps=[{ color: 'green', value: null }, { color: 'orange', value: 1 }],
+    ), 6, 5),
+    g.panel(g.timeseries(
+      'Events received',
+      [g.target('sum by (cloud, type) (rate(cloudstack_exporter_events_received_total{%s}[%s]))' % [sel, rate],
+                '{{cloud}} {{type}}')],
+      unit='ops',
+    ), 12, 8),
+    g.panel(g.timeseries(
+      'How finishes were learned',
+      [g.target('sum by (cloud, source) (increase(cloudstack_exporter_jobs_finished_by_source_total{%s}[%s]))' % [sel, rate],
+                '{{cloud}} {{source}}')],
+      description='`event`: an AsyncJobEvent complete; `list`: listed final already; `query`: queried '
+                  + 'after leaving the pending list. With a healthy stream nearly all are `event`; '
+                  + '`query` remains for jobs a management-server restart failed (no event).',
+      stack=true,
+      draw='bars',
+    ), 12, 8),
+
     g.row('Jobs'),
     g.panel(g.timeseries(
       'Tracked jobs by status',
