@@ -2,7 +2,7 @@ import pytest
 
 # Helper modules imported by tests: rewrite their asserts too, for readable failures.
 pytest.register_assert_rewrite(
-    "simulator_fixtures", "exporter_harness", "helpers_client", "browser"
+    "simulator_fixtures", "exporter_harness", "helpers_client", "browser", "rabbitmq"
 )
 
 from hypothesis import HealthCheck, settings  # noqa: E402

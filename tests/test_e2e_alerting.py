@@ -30,6 +30,9 @@ import yaml
 from binaries import missing, require
 from grafana import substitute_grafana
 from ports import free_port
+from rabbitmq import RabbitNode, unique_name
+
+pytest_plugins = ["rabbitmq"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -200,7 +203,7 @@ def drive(sim: str) -> None:
 
 @pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, webhook: tuple[Webhook, int]
+    tmp_path_factory: pytest.TempPathFactory, webhook: tuple[Webhook, int], rabbitmq: RabbitNode
 ) -> Iterator[Stack]:
     prometheus_bin = require("prometheus")
     alertmanager_bin = require("prometheus-alertmanager", "alertmanager")
@@ -212,6 +215,7 @@ def stack(
         missing(f"the exporter does not run: {version.stderr.decode()[-300:]}")
 
     s = Stack(tmp_path_factory.mktemp("e2e"))
+    exchange = unique_name("cloudstack-events")  # the sim cloud publishes its job events there
     try:
         s.start(
             "simulator",
@@ -220,6 +224,10 @@ def stack(
             "cloudstack_simulator",
             "--listen",
             "127.0.0.1:0",
+            "--events.url",
+            rabbitmq.url,
+            "--events.exchange",
+            exchange,
             env=env,
         )
 
@@ -242,6 +250,11 @@ def stack(
                     "url": f"{s.sim}/client/api",
                     "api_key": "sim-admin-api-key",
                     "secret_key_file": str(s.workdir / "secret"),
+                    "events": {
+                        "url": rabbitmq.url,
+                        "exchange": exchange,
+                        "queue": unique_name("exporter"),
+                    },
                 },
                 {
                     "name": "badauth",
@@ -261,6 +274,8 @@ def stack(
                     "api_key": "sim-admin-api-key",
                     "secret_key_file": str(s.workdir / "secret"),
                     "timeout": "1s",
+                    # Its broker is down too.
+                    "events": {"url": f"amqp://guest:guest@127.0.0.1:{closed_port}/"},
                 },
             ],
         }
@@ -355,6 +370,7 @@ EXPECTED = {
     ("CloudStackAPIAuthenticationFailing", (("cloud", "badauth"),)): "oncall-pager",
     ("CloudStackAPIAuthenticationFailing", (("cloud", "badlogin"),)): "oncall-pager",
     ("CloudStackAPIUnreachable", (("cloud", "down"),)): "oncall-pager",
+    ("CloudStackEventStreamDisconnected", (("cloud", "down"),)): "team-tickets",
     ("CloudStackJobExporterDown", ()): "team-tickets",
 }
 
