@@ -74,7 +74,7 @@ class EventFeed:
         ):
             return
         if self.tracker.event(event, received, live):
-            self._query(event.job_id)
+            self._query(event.job_id, live)
         self.on_change()
 
     def malformed(self, reason: str) -> None:
@@ -89,18 +89,18 @@ class EventFeed:
 
     # -- queries after events ----------------------------------------------------------------
 
-    def _query(self, job_id: str) -> None:
+    def _query(self, job_id: str, live: bool) -> None:
         if job_id in self._querying:
             return
         self._querying.add(job_id)
-        task = asyncio.get_running_loop().create_task(self._run_query(job_id))
+        task = asyncio.get_running_loop().create_task(self._run_query(job_id, live))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_query(self, job_id: str) -> None:
+    async def _run_query(self, job_id: str, live: bool) -> None:
         try:
             async with self._slots:
-                await self.poller.query_for_event(job_id)
+                await self.poller.query_for_event(job_id, live)
             self.on_change()
         except Exception:  # a bug must not take the stream down; the next poll catches up
             log.exception("query after an event failed", extra={"cloud": self.cloud})

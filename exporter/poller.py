@@ -233,7 +233,7 @@ class CloudPoller:
         if failure:
             raise failure[0]
 
-    async def query_for_event(self, job_id: str) -> bool:
+    async def query_for_event(self, job_id: str, live: bool) -> bool:
         """Query a job an event said is final but whose times the event cannot give; the
         answer ends it as a poll would, counted as learned from the event. False when the
         query failed (the next poll queries it then: it is tracked, or listed)."""
@@ -248,13 +248,18 @@ class CloudPoller:
             )
             return False
         result = CycleResult()
-        self._apply_queried(job_id, raw, result, source="event")
+        self._apply_queried(job_id, raw, result, source="event", new_finish=live)
         if result.malformed:
             self.metrics.malformed(result.malformed)
         return not result.malformed
 
     def _apply_queried(
-        self, job_id: str, raw: dict[str, Any], result: CycleResult, source: str = "query"
+        self,
+        job_id: str,
+        raw: dict[str, Any],
+        result: CycleResult,
+        source: str = "query",
+        new_finish: bool = False,
     ) -> None:
         try:
             job = parse_job(raw)
@@ -267,7 +272,7 @@ class CloudPoller:
             result.malformed += 1
             result.malformed_problem = result.malformed_problem or "answer for another job"
             return
-        self.tracker.apply(job, self._clock(), source=source)
+        self.tracker.apply(job, self._clock(), source=source, new_finish=new_finish)
 
     def _log(self, result: CycleResult) -> None:
         """One line per distinct failure, one when it recovers; nothing per quiet cycle."""

@@ -246,17 +246,25 @@ class JobTracker:
         return wanted
 
     def apply(
-        self, job: Job, now: float, fingerprint: int | None = None, source: str = "query"
+        self,
+        job: Job,
+        now: float,
+        fingerprint: int | None = None,
+        source: str = "query",
+        *,
+        new_finish: bool = False,
     ) -> None:
         """A fresh view of one job, from the pending list (`source` "list", with the entry's
-        fingerprint), from a query, or from the query an event asked for ("event")."""
+        fingerprint), from a query, or from the query an event asked for ("event").
+        `new_finish`: the finish is known to be new (a `complete` received live), whatever
+        the watermark says of CloudStack's one-second `completed`."""
         self._touch(now)
         job_id = job.job_id
         old = self._jobs.get(job_id)
         if old is None:
             if source == "list" and not job.status.final:
                 self._maybe_gap(job_id, now)
-            self._track_new(job, fingerprint, source)
+            self._track_new(job, fingerprint, source, new_finish=new_finish)
             return
         if job.status.final and not job.management_server_id and old.job.management_server_id:
             # CloudStack clears the server when the job ends; keep the one last seen running
@@ -546,6 +554,8 @@ class JobTracker:
         fingerprint: int | None = None,
         source: str = "query",
         duration: float | None = None,
+        *,
+        new_finish: bool = False,
     ) -> bool:
         """Track a job not tracked yet; False if the tracked-jobs cap refused it."""
         job_id = job.job_id
@@ -570,7 +580,7 @@ class JobTracker:
                 job_id,
                 job,
                 self._now,
-                seen_pending=duration is not None,
+                seen_pending=new_finish or duration is not None,
                 source=source,
                 duration=duration,
             )

@@ -268,6 +268,13 @@ async def test_duplicates_and_disorder_count_each_job_once(
         # own events are lost: the test publishes theirs by hand.
         await bus.publish_from_simulator(drop_share=1.0)
         ids = await sim.create_jobs(3, cmd="StopVMCmd", duration=0)
+
+        async def ended() -> bool:
+            states = [(await sim.job(i) or {}).get("status") for i in ids]
+            return states == [1, 1, 1]
+
+        # CloudStack publishes a complete once the end is committed: so does this test.
+        await eventually(ended, "the jobs ended in the simulator")
         a, b, c = ids
         # a: submit, complete, complete again (a redelivery as seen by the consumer)
         await bus.publish(_key("submit"), _body(a, "IN_PROGRESS"))
