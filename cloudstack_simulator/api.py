@@ -33,6 +33,7 @@ ASYNC_COMMANDS = {
 }
 COMMANDS = (
     "listAsyncJobs",
+    "listAccounts",
     "queryAsyncJobResult",
     "listCapabilities",
     "login",
@@ -262,6 +263,8 @@ class CloudStackApi:
             return self._submit(caller, command, params)
         if command == "listAsyncJobs":
             return self._list_async_jobs(caller.account, params)
+        if command == "listAccounts":
+            return self._list_accounts(caller.account, params)
         if command == "queryAsyncJobResult":
             return self._query_async_job_result(caller.account, params)
         if command == "logout":
@@ -400,6 +403,48 @@ class CloudStackApi:
         if jobs:
             inner["asyncjobs"] = [self.store.response(j) for j in jobs]
         return {"listasyncjobsresponse": inner}
+
+    def _list_accounts(self, caller: Account, params: Mapping[str, str]) -> dict[str, Any]:
+        """listAccounts (ListAccountsCmd): the accounts the caller may see, with the same
+        scope rules as the job listing; `name` filters (no match is an empty answer)."""
+        cmd = "listaccounts"
+        listall = params.get("listall", "").lower() == "true"
+        recursive = params.get("isrecursive", "").lower() == "true"
+        domain: Domain | None = None
+        if params.get("domainid") is not None:
+            domain = self.directory.domain_by_uuid(params["domainid"])
+            if domain is None:
+                raise ApiFailure(
+                    431, _invalid_uuid(cmd, "domainid", params["domainid"]), CS_SERVER_API
+                )
+        accounts, domain, recursive = self._scope(caller, None, domain, recursive, listall)
+        if accounts is None:
+            accounts = [
+                a
+                for a in self.directory.accounts
+                if domain is None
+                or a.domain is domain
+                or (recursive and domain.contains(a.domain))
+            ]
+        name = params.get("name")
+        if name is not None:
+            accounts = [a for a in accounts if a.name.lower() == name.lower()]
+        inner: dict[str, Any] = {}
+        if accounts:
+            inner["count"] = len(accounts)
+            inner["account"] = [
+                {
+                    "id": a.uuid,
+                    "name": a.name,
+                    "accounttype": a.type,
+                    "domainid": a.domain.uuid,
+                    "domain": a.domain.name,
+                    "domainpath": a.domain.display_path,
+                    "state": "enabled",
+                }
+                for a in accounts
+            ]
+        return {"listaccountsresponse": inner}
 
     def _scope(
         self,

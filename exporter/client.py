@@ -317,6 +317,15 @@ class CloudStackClient:
         params = _async_jobs_params(listall, account, domain_id, keyword, startdate)
         return self.list_pages("listAsyncJobs", params, item_key="asyncjobs", pagesize=pagesize)
 
+    async def list_account_ids(
+        self, *, account: str | None = None, domain_id: str | None = None
+    ) -> set[str]:
+        """UUIDs of the accounts listAccounts shows for this scope (`account` is a name,
+        unique within `domain_id`)."""
+        params = {"listall": True, "name": account, "domainid": domain_id}
+        found = await self.list_all("listAccounts", params, item_key="account")
+        return {a["id"] for a in found if isinstance(a, dict) and isinstance(a.get("id"), str)}
+
     async def query_async_job_result(self, job_id: str) -> dict[str, Any]:
         """The raw job object; a purged or unknown job raises JobNotFound."""
         if not isinstance(job_id, str) or not job_id.strip():

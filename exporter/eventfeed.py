@@ -70,7 +70,7 @@ class EventFeed:
     def event(self, event: JobEvent, received: float, live: bool) -> None:
         self.metrics.received(event.type, received)
         if event.job_id not in self.tracker and not self.poller.would_track(
-            event.job_id, event.cmd_class
+            event.job_id, event.cmd_class, event.account_uuid
         ):
             return
         if self.tracker.event(event, received, live):

@@ -83,25 +83,42 @@ class CloudPoller:
         self.last_duration: float | None = None
         self.last_error = ""  # why the last cycle failed, in the log's words
         self._wake = asyncio.Event()  # set to poll now rather than at the next slot
+        self._scope_accounts: frozenset[str] | None = None  # see _resolve_scope
 
     def poll_now(self) -> None:
         """Start a cycle as soon as the running one (if any) ends; the schedule restarts
         from there."""
         self._wake.set()
 
-    def would_track(self, job_id: str, cmd_class: str) -> bool:
+    def would_track(self, job_id: str, cmd_class: str, account_uuid: str) -> bool:
         """Whether discovery (or the configured IDs) would track this job, for a job that
         an event tells of: both sources must agree on what is tracked."""
         if self.tracker.is_configured(job_id):  # as of the last cycle: no file read per event
             return True
         d = self.cloud.discovery
-        if not d.enabled:
+        if not d.enabled or not d.listall:
+            # listall: false lists the caller's own jobs; events name no caller. Left to polling.
             return False
-        if d.account is not None or d.domain_id is not None or not d.listall:
-            # Events name the account by UUID only; the scope is by name and domain. Such
-            # jobs are left to polling, which lists them with the scope's parameters.
-            return False
+        if d.account is not None or d.domain_id is not None:
+            # Events name the account by UUID, the scope by name and domain: the UUIDs of the
+            # scope's accounts come from listAccounts (see _resolve_scope). Until they are
+            # known, such jobs are left to polling.
+            if self._scope_accounts is None or account_uuid not in self._scope_accounts:
+                return False
         return self._filter.rejection(cmd_class) is None
+
+    async def _resolve_scope(self) -> None:
+        """The account UUIDs of an account or domain scope, for the events; once a cycle
+        (one listAccounts call), so that a new account of the domain is in scope soon."""
+        d = self.cloud.discovery
+        if self.cloud.events is None or (d.account is None and d.domain_id is None):
+            return
+        try:
+            self._scope_accounts = frozenset(
+                await self.client.list_account_ids(account=d.account, domain_id=d.domain_id)
+            )
+        except CloudStackError as exc:  # the last known scope stays; the listing decides
+            log.debug("listAccounts for the event scope failed: %s", describe(exc))
 
     # -- one cycle ---------------------------------------------------------------------------
 
@@ -111,6 +128,7 @@ class CloudPoller:
         configured = self._ids.ids()
         self.tracker.set_configured(configured)
         try:
+            await self._resolve_scope()
             listed = await self._discover(configured, result)
             await self._query(self.tracker.to_query(listed), result)
         except CloudStackError as exc:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import subprocess
+import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -496,3 +497,40 @@ async def test_the_broker_password_is_never_shown(
     shown = caplog.text + m.text + page.decode() + landing.decode()
     assert "Br0kerPassw0rd" not in shown
     assert "event stream unavailable: the broker refused the credentials" in caplog.text
+
+
+# --------------------------------------------------------------------------- scope
+
+
+async def test_events_outside_the_discovery_scope_are_ignored(
+    sim: SimHandle, bus: Bus, tmp_path: Path
+) -> None:
+    answer = await sim.control("GET", "/accounts")
+    ops = next(a for a in answer["accounts"] if a["account"] == "ops")
+    scope = f"""
+        discovery:
+          account: ops
+          domain_id: {ops["domainid"]}
+          exclude: ['CreateSnapshotCmd']
+        """
+    extra = textwrap.dedent(scope) + textwrap.dedent(bus.events_yaml())
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", sim, extra=extra)])
+    async with Exporter(config) as exporter:
+        await connected(exporter)
+        mine = await sim.create_jobs(2, cmd="StopVMCmd", duration=0.3, account="ops")
+        others = await sim.create_jobs(2, cmd="StopVMCmd", duration=0.3, account="admin")
+        filtered = await sim.create_jobs(1, cmd="CreateSnapshotCmd", duration=0.3, account="ops")
+
+        async def counted() -> bool:
+            return await finished_count(exporter) >= 2
+
+        await eventually(counted, "the scope's jobs counted from their events")
+        await asyncio.sleep(1.0)
+        await exporter.cycle()
+        m = await exporter.metrics()
+        assert m.job_ids("a") == set(mine)
+        assert not set(others + filtered) & m.job_ids("a")
+        assert m.total("cloudstack_async_jobs_finished_total") == 2
+        assert m.value("cloudstack_exporter_jobs_finished_by_source_total", source="event") == 2
+        # The scope's account UUIDs come from listAccounts, as polling's scope from its names.
+        assert m.total("cloudstack_api_requests_total", command="listAccounts", code="200") >= 1
