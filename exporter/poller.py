@@ -99,12 +99,12 @@ class CloudPoller:
         if not d.enabled or not d.listall:
             # listall: false lists the caller's own jobs; events name no caller. Left to polling.
             return False
-        if d.account is not None or d.domain_id is not None:
-            # Events name the account by UUID, the scope by name and domain: the UUIDs of the
-            # scope's accounts come from listAccounts (see _resolve_scope). Until they are
-            # known, such jobs are left to polling.
-            if self._scope_accounts is None or account_uuid not in self._scope_accounts:
-                return False
+        # Events name the account by UUID, the scope by name and domain: the UUIDs of the
+        # scope's accounts come from listAccounts (see _resolve_scope). Until they are known,
+        # such jobs are left to polling.
+        scoped = d.account is not None or d.domain_id is not None
+        if scoped and (self._scope_accounts is None or account_uuid not in self._scope_accounts):
+            return False
         return self._filter.rejection(cmd_class) is None
 
     async def _resolve_scope(self) -> None:
