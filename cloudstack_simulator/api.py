@@ -422,9 +422,7 @@ class CloudStackApi:
             accounts = [
                 a
                 for a in self.directory.accounts
-                if domain is None
-                or a.domain is domain
-                or (recursive and domain.contains(a.domain))
+                if domain is None or a.domain is domain or (recursive and domain.contains(a.domain))
             ]
         name = params.get("name")
         if name is not None:

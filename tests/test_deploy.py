@@ -703,7 +703,8 @@ def test_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     unit = tmp_path / UNIT.name
     unit.write_text(
         UNIT.read_text().replace(
-            "/usr/bin/cloudstack-job-exporter", shutil.which("true") or "/bin/true"
+            "/opt/cloudstack-job-exporter/bin/cloudstack-job-exporter",
+            shutil.which("true") or "/bin/true",
         )
     )
     result = run(analyze, "verify", str(unit))

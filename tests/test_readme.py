@@ -70,15 +70,20 @@ async def test_metrics_table_matches_what_is_served(simulator: SimHandle, tmp_pa
         assert served_labels == labels, name
 
 
-def test_readme_promql_parses(tmp_path: Path) -> None:
-    promtool = require("promtool")
+def readme_expressions() -> list[str]:
+    """Each PromQL expression of the README, on one line."""
     blocks = re.findall(r"```promql\n(.*?)```", README.read_text(), flags=re.S)
-    expressions = [
+    return [
         " ".join(chunk.split())
         for block in blocks
         for chunk in re.split(r"\n\s*\n|\n(?=\S)", block)
         if chunk.strip()
     ]
+
+
+def test_readme_promql_parses(tmp_path: Path) -> None:
+    promtool = require("promtool")
+    expressions = readme_expressions()
     assert len(expressions) >= 8
     rules = {
         "groups": [
@@ -95,4 +100,52 @@ def test_readme_promql_parses(tmp_path: Path) -> None:
     result = subprocess.run(
         [promtool, "check", "rules", str(path)], capture_output=True, timeout=60
     )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_readme_failure_queries_count_a_first_failure(tmp_path: Path) -> None:
+    """The counter of a (cloud, cmd, status, result_code) is born at 1 with its first failure:
+    the "what failed" and capacity queries must show that 1, not increase()'s 0."""
+    promtool = require("promtool")
+    queries = [
+        e
+        for e in readme_expressions()
+        if "cloudstack_async_jobs_finished_total" in e and "[1h]" in e and "rate(" not in e
+    ]
+    assert len(queries) == 2, queries  # what failed; capacity trouble
+    series = (
+        "cloudstack_async_jobs_finished_total"
+        '{{cloud="prod", cmd="{cmd}", status="failed", result_code="533"}}'
+    )
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # First failure 30 minutes before the evaluation.
+                    {"series": series.format(cmd="DeployVMCmd"), "values": "_x60 1x40"},
+                    # Failed long ago, nothing since: not in the last hour.
+                    {"series": series.format(cmd="StartVMCmd"), "values": "3x100"},
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": query,
+                        "eval_time": "90m",
+                        "exp_samples": [
+                            {
+                                "labels": '{cloud="prod", cmd="DeployVMCmd", result_code="533"}',
+                                "value": 1,
+                            }
+                        ],
+                    }
+                    for query in queries
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "readme.test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, timeout=60)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
