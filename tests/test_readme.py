@@ -149,3 +149,24 @@ def test_readme_failure_queries_count_a_first_failure(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(tests))
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, timeout=60)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_readme_configuration_examples_are_valid(tmp_path: Path) -> None:
+    from exporter.config import parse_config
+
+    blocks = [
+        b
+        for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
+        if "clouds:" in b
+    ]
+    assert blocks
+    for block in blocks:
+        # The files an example names exist on the operator's machine: here, in tmp_path.
+        for path in set(re.findall(r"(/run/secrets/\w+|/etc/\S+\.(?:txt|pem))", block)):
+            local = tmp_path / path.lstrip("/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text("example-value\n")
+            block = block.replace(path, str(local))
+        environ = {name: "example-value" for name in re.findall(r"\$\{(\w+)\}", block)}
+        config = parse_config(yaml.safe_load(block), environ=environ)
+        assert config.clouds
