@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -160,6 +161,19 @@ def register_secrets(config: Config) -> None:
             register_secret(cloud.events.password)
 
 
+def _check_state_dir(state_file: str | None) -> list[str]:
+    """The state file is written after polls; a directory it cannot be written to would show
+    only then, as a log line and cloudstack_exporter_state_write_failures_total."""
+    if not state_file:
+        return []
+    directory = os.path.dirname(os.path.abspath(state_file))
+    if not os.path.isdir(directory):
+        return [f"state_file: directory {directory} does not exist"]
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return [f"state_file: directory {directory} is not writable by this user"]
+    return []
+
+
 def check_config(options: Options) -> int:
     """--config.check: one line per problem on stderr and 2, or a summary on stdout and 0."""
     problems: list[str] = []
@@ -169,6 +183,7 @@ def check_config(options: Options) -> int:
     except ConfigError as error:
         problems.extend(error.problems)
     else:
+        problems.extend(_check_state_dir(config.state_file))
         names = ", ".join(cloud.name for cloud in config.clouds)
         count = len(config.clouds)
         summary.append(f"config OK: {count} cloud{'s' if count != 1 else ''} ({names})")

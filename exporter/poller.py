@@ -147,6 +147,15 @@ class CloudPoller:
         self.metrics.poll_finished(result.ok, duration, now)
         self.last_ok, self.last_duration = result.ok, duration
         if result.ok:
+            if self.last_success is None:
+                log.info(
+                    "first successful poll",
+                    extra={
+                        "cloud": self.cloud.name,
+                        "listed": result.listed,
+                        "tracked": self.tracker.size,
+                    },
+                )
             self.last_success, self.last_error = now, ""
         elif result.error is not None:
             self.last_error = describe(result.error)

@@ -455,6 +455,23 @@ class ExporterMetrics:
             ("cloud",),
             registry=reg,
         )
+        self.config_reload_ok = Gauge(
+            "cloudstack_exporter_config_last_reload_successful",
+            "1 if the last load of the configuration file (at start or on SIGHUP) succeeded; "
+            "0 if a reload was refused and the previous configuration still runs.",
+            registry=reg,
+        )
+        self.config_reload_time = Gauge(
+            "cloudstack_exporter_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully, in Unix seconds.",
+            registry=reg,
+        )
+        self.state_write_failures = Counter(
+            "cloudstack_exporter_state_write_failures",
+            "Failed writes of the state file (the job table kept across restarts); the "
+            "exporter keeps running and tries again after the next poll.",
+            registry=reg,
+        )
         self._aggregates = _AggregateCollector()
         reg.register(self._aggregates)
         self._without_created = _WithoutCreated(reg)
@@ -475,6 +492,11 @@ class ExporterMetrics:
             metrics = self._clouds.pop(name, None)
         if metrics is not None:
             metrics._remove()
+
+    def config_loaded(self, ok: bool, now: float) -> None:
+        self.config_reload_ok.set(1 if ok else 0)
+        if ok:
+            self.config_reload_time.set(now)
 
     def set_job_source(self, source: SummarySource) -> None:
         """Where the aggregates collector gets its job summaries from."""

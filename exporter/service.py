@@ -127,6 +127,8 @@ class Service:
         self._restored: Mapping[str, Any] = {}
         self._event_render: asyncio.Task[None] | None = None
         self._last_event_render = 0.0
+        self._state_error = ""  # the state-file write failure last logged
+        self.metrics.config_loaded(True, self.started)
 
     def _trackers(self) -> Mapping[str, JobTracker]:
         return self.trackers
@@ -199,6 +201,16 @@ class Service:
                     tracker.restore(restored)
                 except (KeyError, TypeError, ValueError) as exc:
                     log.warning("state of cloud not restored: %s", exc, extra={"cloud": cloud.name})
+                else:
+                    pending = sum(1 for t in tracker.jobs() if t.finished_at is None)
+                    log.info(
+                        "restored from the state file",
+                        extra={
+                            "cloud": cloud.name,
+                            "pending": pending,
+                            "finished": tracker.size - pending,
+                        },
+                    )
             self.trackers[cloud.name] = tracker
         else:
             tracker.retention = self.config.retention
@@ -316,7 +328,16 @@ class Service:
         try:
             await asyncio.to_thread(state_file.save, path, data)
         except OSError as exc:
-            log.error("cannot write state file: %s", exc, extra={"path": path})
+            self.metrics.state_write_failures.inc()
+            # One line per distinct failure; the counter shows how long it goes on.
+            text = f"cannot write state file: {exc.strerror or type(exc).__name__}"
+            if text != self._state_error:
+                log.error(text, extra={"path": path})
+                self._state_error = text
+        else:
+            if self._state_error:
+                log.info("state file written again", extra={"path": path})
+                self._state_error = ""
 
     # -- reload ------------------------------------------------------------------------------
 
@@ -328,6 +349,8 @@ class Service:
                 "configuration reload refused; the running configuration stays",
                 extra={"problems": "; ".join(exc.problems)},
             )
+            self.metrics.config_loaded(False, time.time())
+            self.renderer.render()
             return False
         from exporter.cli import register_secrets
 
@@ -351,6 +374,7 @@ class Service:
                 self.web_config.reload()
             except WebConfigError as exc:
                 log.error("web config reload refused: %s", exc)
+        self.metrics.config_loaded(True, time.time())
         self.renderer.render()
         log.info("configuration reloaded", extra={"clouds": len(config.clouds)})
         return True

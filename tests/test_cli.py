@@ -73,6 +73,17 @@ def test_config_check_valid(tmp_path: Path) -> None:
     assert result.stderr == ""
 
 
+def test_config_check_checks_that_the_state_file_can_be_written(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "state.json"
+    path = write(tmp_path, f"state_file: {missing}\n" + VALID)
+    result = run("--config.check", f"--config.file={path}", env={"CJE_API_KEY": "key-1"})
+    assert result.returncode == 2
+    assert result.stderr == f"state_file: directory {missing.parent} does not exist\n"
+    missing.parent.mkdir()
+    result = run("--config.check", f"--config.file={path}", env={"CJE_API_KEY": "key-1"})
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_config_check_reports_every_problem_one_line_each(tmp_path: Path) -> None:
     path = write(
         tmp_path,

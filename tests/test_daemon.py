@@ -85,7 +85,11 @@ async def test_sighup_reloads_refuses_bad_files_and_sigterm_flushes_state(
     daemon = Daemon(config)
     try:
         await daemon.start()
-        await daemon.until(lambda s, text: all(i in text for i in ids))
+        text = await daemon.until(lambda s, text: all(i in text for i in ids))
+        loaded = Metrics(text)
+        assert loaded.value("cloudstack_exporter_config_last_reload_successful") == 1
+        started = loaded.value("cloudstack_exporter_config_last_reload_success_timestamp_seconds")
+        assert started is not None and started > 0
 
         # A broken file is refused; the running configuration keeps polling.
         config.write_text(good + "  bogus_key: 1\n")
@@ -95,14 +99,24 @@ async def test_sighup_reloads_refuses_bad_files_and_sigterm_flushes_state(
             lambda s, t: (
                 f'cloudstack_async_job_status{{cloud="a",job_id="{ids[0]}"' in t
                 and Metrics(t).value("cloudstack_async_job_status", job_id=ids[0]) == 1
+                and Metrics(t).value("cloudstack_exporter_config_last_reload_successful") == 0
             )
         )
         assert Metrics(text).value("cloudstack_up", cloud="a") == 1
+        refused = Metrics(text)
+        assert (
+            refused.value("cloudstack_exporter_config_last_reload_success_timestamp_seconds")
+            == started
+        )
 
         # A good file takes effect: a second cloud (another account) appears.
         config.write_text(good + cloud_yaml("b", simulator, simulator.ops))
         daemon.signal(signal.SIGHUP)
-        await daemon.until(lambda s, t: Metrics(t).value("cloudstack_up", cloud="b") == 1)
+        text = await daemon.until(lambda s, t: Metrics(t).value("cloudstack_up", cloud="b") == 1)
+        reloaded = Metrics(text)
+        assert reloaded.value("cloudstack_exporter_config_last_reload_successful") == 1
+        again = reloaded.value("cloudstack_exporter_config_last_reload_success_timestamp_seconds")
+        assert again is not None and again > started
 
         daemon.signal(signal.SIGTERM)
         code, stderr = await daemon.wait()
@@ -111,6 +125,7 @@ async def test_sighup_reloads_refuses_bad_files_and_sigterm_flushes_state(
     assert code == 0, stderr
     assert "Traceback" not in stderr
     assert "reload refused" in stderr and "bogus_key" in stderr
+    assert 'msg="first successful poll" cloud=a' in stderr
     saved = json.loads(state.read_text())
     assert set(saved["clouds"]) == {"a", "b"}
     assert ids[0] in state.read_text() and ids[1] in state.read_text()
@@ -150,5 +165,12 @@ async def test_port_in_use_is_a_one_line_error(simulator: SimHandle, tmp_path: P
         )  # fmt: skip
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
     assert proc.returncode == 1
+    lines = stderr.decode().splitlines()
+    errors = [line for line in lines if "level=error" in line or "level=warn" in line]
+    # One line says what happened, and nothing else goes wrong while stopping.
+    assert errors == [
+        f"ts={errors[0].split(' ')[0][3:]} level=error logger=exporter.service "
+        f'msg="cannot listen on 127.0.0.1:{port}: error while attempting to bind on address '
+        f"('127.0.0.1', {port}): address already in use\""
+    ], lines
     assert "Traceback" not in stderr.decode()
-    assert "cannot listen" in stderr.decode()

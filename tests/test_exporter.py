@@ -660,3 +660,37 @@ async def test_411_listed_final_jobs_are_taken_as_final_and_counted_once(
             assert again.total("cloudstack_async_jobs_finished_total", cloud="a") == 2
             # Final when listed: never queried.
             assert (await sim.counters())["by_command"] == {"listAsyncJobs": 3}
+
+
+async def test_a_state_file_that_cannot_be_written_is_counted_and_logged_once(
+    simulator: SimHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "not-a-dir").write_text("a file where the state directory should be\n")
+    top = f"state_file: {tmp_path / 'not-a-dir' / 'state.json'}\n"
+    await simulator.create_jobs(1, cmd="StopVMCmd")
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)], top=top)
+    async with Exporter(config) as exporter:
+        await exporter.cycle(3)
+        m = await exporter.metrics()
+        assert m.value("cloudstack_exporter_state_write_failures_total") >= 3
+        assert m.value("cloudstack_up", cloud="a") == 1
+    errors = [r.getMessage() for r in caplog.records if "cannot write state file" in r.getMessage()]
+    assert len(errors) == 1 and "Not a directory" in errors[0]
+
+
+async def test_a_restart_says_what_it_restored(
+    simulator: SimHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = await simulator.create_jobs(3, cmd="StopVMCmd")
+    top = f"state_file: {tmp_path / 'state.json'}\n"
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)], top=top)
+    async with Exporter(config) as exporter:
+        await simulator.finish(ids[0])
+        await exporter.cycle()
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    async with Exporter(config):
+        pass
+    restored = [r for r in caplog.records if r.getMessage() == "restored from the state file"]
+    assert len(restored) == 1
+    assert (restored[0].cloud, restored[0].pending, restored[0].finished) == ("a", 2, 1)  # type: ignore[attr-defined]
