@@ -200,6 +200,34 @@ local finished = 'cloudstack_async_jobs_finished_total';
                + 'entry if CloudStack sends it as is.',
     },
     {
+      name: 'CloudStackJobExporterConfigReloadFailed',
+      expr: 'cloudstack_exporter_config_last_reload_successful == 0',
+      'for': c.configReloadFailedFor,
+      severity: 'warning',
+      summary: 'The exporter {{ $labels.instance }} refused its new configuration.',
+      description: 'The last reload (SIGHUP) of the configuration of {{ $labels.instance }} failed '
+                   + c.configReloadFailedFor + ' ago or more: the previous configuration still runs, '
+                   + 'and the next restart would fail.',
+      runbook: "The exporter's log line `configuration reload refused` names every problem with "
+               + 'its key path; `cloudstack-job-exporter --config.check` shows them too. Fix the '
+               + 'file and reload again (systemctl reload, or SIGHUP).',
+    },
+    {
+      name: 'CloudStackJobExporterStateNotSaved',
+      expr: 'sum by (instance) %s > 0'
+            % promql.newOrIncreased('cloudstack_exporter_state_write_failures_total', c.stateWriteWindow),
+      'for': '0m',
+      severity: 'warning',
+      summary: 'The exporter {{ $labels.instance }} cannot write its state file.',
+      description: 'Writes of the state file of {{ $labels.instance }} failed in the last '
+                   + c.stateWriteWindow + ': a restart would forget which jobs were seen pending, '
+                   + 'and jobs that finish meanwhile would not be counted.',
+      runbook: "The exporter's log says why (`cannot write state file: ...`): a full disk, a "
+               + 'read-only or missing directory (the systemd unit writes only its '
+               + 'StateDirectory; in Kubernetes, the volume). `--config.check` checks that the '
+               + 'directory exists and is writable.',
+    },
+    {
       name: 'CloudStackEventStreamDisconnected',
       expr: 'cloudstack_exporter_events_connected == 0',
       'for': c.eventStreamDownFor,

@@ -30,6 +30,8 @@
     capacityResultCodes: ['533', '534', '535'],
     trackingCapWindow: '15m',
     malformedJobsWindow: '15m',
+    configReloadFailedFor: '10m',
+    stateWriteWindow: '15m',
     // The event stream (clouds with `events` configured).
     eventStreamDownFor: '10m',
     eventGapsWindow: '30m',
