@@ -51,6 +51,9 @@ CONTRACT_METRICS = {
     "cloudstack_exporter_jobs_dropped_total",
     "cloudstack_exporter_malformed_jobs_total",
     "cloudstack_exporter_build_info",
+    # Self-monitoring beyond metrics.md, in the README's table.
+    "cloudstack_exporter_config_last_reload_successful",
+    "cloudstack_exporter_state_write_failures_total",
     # The event stream's (metrics.md, "The event stream").
     "cloudstack_exporter_events_connected",
     "cloudstack_exporter_events_received_total",
