@@ -39,10 +39,16 @@ class Options:
 
     config_file: str = "config.yaml"
     listen_address: str = DEFAULT_LISTEN_ADDRESS  # "HOST:PORT", ":PORT" or "[IPv6]:PORT"
+    more_listen_addresses: tuple[str, ...] = ()  # --web.listen-address given again
+    systemd_socket: bool = False  # serve the sockets systemd passes instead
     telemetry_path: str = "/metrics"
     web_config_file: str | None = None
     log_level: str = "info"
     log_format: str = "logfmt"
+
+    @property
+    def listen_addresses(self) -> tuple[str, ...]:
+        return (self.listen_address, *self.more_listen_addresses)
 
     @property
     def listen_host(self) -> str:
@@ -113,11 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--web.listen-address",
         dest="listen_address",
-        default=DEFAULT_LISTEN_ADDRESS,
+        action="append",
         type=_listen_address,
         metavar="HOST:PORT",
-        help="address to listen on; :PORT means every interface, [::1]:PORT an IPv6 address "
-        "(default: %(default)s)",
+        help="address to listen on; :PORT means every interface, [::1]:PORT an IPv6 address; "
+        f"repeat it to listen on several (default: {DEFAULT_LISTEN_ADDRESS})",
+    )
+    parser.add_argument(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_true",
+        help="serve on the sockets systemd passes (socket activation) instead of "
+        "--web.listen-address",
     )
     parser.add_argument(
         "--web.telemetry-path",
@@ -215,9 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         # --help and --version (0) or a usage error (2), already printed.
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    addresses = args.listen_address or [DEFAULT_LISTEN_ADDRESS]
     options = Options(
         config_file=args.config_file,
-        listen_address=args.listen_address,
+        listen_address=addresses[0],
+        more_listen_addresses=tuple(addresses[1:]),
+        systemd_socket=args.systemd_socket,
         telemetry_path=args.telemetry_path,
         web_config_file=args.web_config_file,
         log_level=args.log_level,

@@ -25,7 +25,7 @@ from exporter.poller import CloudPoller
 from exporter.rendering import Renderer
 from exporter.selfmetrics import ExporterMetrics
 from exporter.tracker import JobTracker
-from exporter.web import make_app, start_server
+from exporter.web import make_app, start_server, systemd_sockets
 from exporter.webconfig import WebConfigError, WebConfigHolder
 
 if TYPE_CHECKING:
@@ -177,12 +177,18 @@ class Service:
             web_config=self.web_config,
             jobs=self,
         )
-        self._runner = await start_server(app, self.options.listen_address, self.web_config)
+        sockets = systemd_sockets() if self.options.systemd_socket else []
+        self._runner = await start_server(
+            app, self.options.listen_addresses, self.web_config, sockets=sockets
+        )
         for cloud in self.config.clouds:
             self._start_cloud(cloud)
         log.info(
             "exporter started",
-            extra={"listen": self.options.listen_address, "clouds": len(self.config.clouds)},
+            extra={
+                "listen": "systemd" if self.options.systemd_socket else self.options.listen_address,
+                "clouds": len(self.config.clouds),
+            },
         )
 
     def _tracker_for(self, cloud: CloudConfig) -> JobTracker:
@@ -386,7 +392,10 @@ async def run(config: Config, options: Options) -> int:
     try:
         await service.start()
     except OSError as exc:
-        log.error("cannot listen on %s: %s", options.listen_address, exc.strerror or exc)
+        where = (
+            "the systemd sockets" if options.systemd_socket else ", ".join(options.listen_addresses)
+        )
+        log.error("cannot listen on %s: %s", where, exc.strerror or exc)
         await service.stop()
         return 1
     except WebConfigError as exc:

@@ -12,9 +12,11 @@ import dataclasses
 import html
 import ipaddress
 import logging
+import os
 import re
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import orjson
@@ -521,19 +523,48 @@ _server_log = logging.getLogger(f"{__name__}.server")
 _server_log.addFilter(_ClientErrorFilter())
 
 
+def systemd_sockets(environ: Mapping[str, str] | None = None) -> list[socket.socket]:
+    """The listening sockets systemd passed (sd_listen_fds: fds 3.. when LISTEN_PID is us).
+
+    Raises OSError when there are none, so that the daemon exits with one clear line.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        raise OSError("--web.systemd-socket: no socket was passed by systemd (LISTEN_PID)")
+    try:
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise OSError("--web.systemd-socket: no socket was passed by systemd (LISTEN_FDS)")
+    sockets = []
+    for fd in range(3, 3 + count):
+        sock = socket.socket(fileno=fd)
+        if sock.type != socket.SOCK_STREAM:
+            raise OSError(f"--web.systemd-socket: fd {fd} is not a stream socket")
+        sock.setblocking(False)
+        sockets.append(sock)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)  # not for children
+    return sockets
+
+
 async def start_server(
     app: web.Application,
     listen_address: str | Sequence[str],
     web_config: WebConfigHolder | None = None,
+    *,
+    sockets: Sequence[socket.socket] = (),
 ) -> web.AppRunner:
-    """Serve `app` on the address(es); the caller ends it with `await runner.cleanup()`.
+    """Serve `app` on the address(es), or on `sockets` when given (socket activation); the
+    caller ends it with `await runner.cleanup()`.
 
     A bind failure raises the OSError after releasing whatever was already bound.
     """
     if web_config is None:
         web_config = app.get(WEB_CONFIG)
     addresses = [listen_address] if isinstance(listen_address, str) else list(listen_address)
-    parsed = [parse_listen_address(a) for a in addresses]
+    parsed = [] if sockets else [parse_listen_address(a) for a in addresses]
     ssl_context = web_config.ssl_context if web_config is not None else None
     runner = web.AppRunner(
         app,
@@ -552,6 +583,8 @@ async def start_server(
         for host, port in parsed:
             site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
             await site.start()  # OSError (address in use, ...) goes to the caller
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise

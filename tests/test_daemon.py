@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+from binaries import require
 from exporter_harness import Metrics, cloud_yaml, write_config
 from ports import free_port
 from simulator_fixtures import SimHandle
@@ -174,3 +175,80 @@ async def test_port_in_use_is_a_one_line_error(simulator: SimHandle, tmp_path: P
         f"('127.0.0.1', {port}): address already in use\""
     ], lines
     assert "Traceback" not in stderr.decode()
+
+
+# --------------------------------------------------------------------------- listening
+
+
+async def test_every_listen_address_given_is_served(simulator: SimHandle, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", [cloud_yaml("a", simulator)])
+    second = free_port()
+    daemon = Daemon(config, f"--web.listen-address=127.0.0.1:{second}")
+    try:
+        await daemon.start()
+        async with aiohttp.ClientSession() as session:
+            for port in (daemon.port, second):
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    assert resp.status == 200
+                    assert "cloudstack_up" in await resp.text()
+        daemon.signal(signal.SIGTERM)
+        code, stderr = await daemon.wait()
+    finally:
+        daemon.kill()
+    assert code == 0
+    assert f"listening on http://127.0.0.1:{daemon.port}" in stderr
+    assert f"listening on http://127.0.0.1:{second}" in stderr
+
+
+async def test_systemd_socket_activation_serves_the_socket_systemd_passes(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    activate = require("systemd-socket-activate")
+    config = write_config(tmp_path / "config.yaml", [cloud_yaml("a", simulator)])
+    port = free_port()
+    # systemd-socket-activate holds the port and starts the exporter as systemd would,
+    # with LISTEN_FDS and LISTEN_PID set.
+    proc = await asyncio.create_subprocess_exec(
+        activate, "-l", f"127.0.0.1:{port}",
+        sys.executable, "-m", "exporter", f"--config.file={config}", "--web.systemd-socket",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        text = ""
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/-/ready") as resp:
+                        if resp.status == 200:
+                            async with session.get(f"http://127.0.0.1:{port}/metrics") as m:
+                                text = await m.text()
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        assert Metrics(text).value("cloudstack_up", cloud="a") == 1
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr.decode()[-1000:]
+    assert "Traceback" not in stderr.decode()
+
+
+async def test_systemd_socket_without_systemd_is_a_one_line_error(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.yaml", [cloud_yaml("a", simulator)])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", f"--config.file={config}", "--web.systemd-socket",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert proc.returncode == 1
+    errors = [line for line in stderr.decode().splitlines() if "level=error" in line]
+    assert len(errors) == 1
+    assert (
+        "cannot listen on the systemd sockets: --web.systemd-socket: no socket was passed"
+        in (errors[0])
+    )

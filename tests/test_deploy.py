@@ -715,3 +715,20 @@ def test_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     # And verification does notice a misspelt directive.
     unit.write_text(unit.read_text().replace("ProtectSystem=", "ProtectSytem="))
     assert "Unknown key" in run(analyze, "verify", str(unit)).stderr
+
+
+def test_systemd_socket_unit_passes_systemd_analyze(tmp_path: Path) -> None:
+    analyze = require("systemd-analyze")
+    true = shutil.which("true") or "/bin/true"
+    service = tmp_path / UNIT.name
+    service.write_text(
+        UNIT.read_text().replace("/opt/cloudstack-job-exporter/bin/cloudstack-job-exporter", true)
+    )
+    socket_unit = tmp_path / "cloudstack-job-exporter.socket"
+    socket_unit.write_text((UNIT.parent / socket_unit.name).read_text())
+    result = run(analyze, "verify", str(socket_unit), str(service))
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    assert "ListenStream=9877" in socket_unit.read_text()
+    # The service is what the socket starts, and the flag it needs is documented there.
+    assert "ARGS=--web.systemd-socket" in socket_unit.read_text()
+    assert "$ARGS" in UNIT.read_text()
