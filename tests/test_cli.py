@@ -144,15 +144,28 @@ def test_config_check_also_checks_the_web_config(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_config_check_of_the_example_file() -> None:
+def test_config_check_of_the_example_file(tmp_path: Path) -> None:
     env = {
         "CLOUDSTACK_API_KEY": "k",
         "CLOUDSTACK_SECRET_KEY": "s",
         "CLOUDSTACK_LAB_PASSWORD": "p",
     }
-    result = run("--config.check", "--config.file=config.example.yaml", env=env)
+    # The example's state directory is created by the install (systemd's StateDirectory=);
+    # on a machine without it, the check says so and nothing else.
+    example = Path("config.example.yaml").read_text()
+    state_line = "state_file: /var/lib/cloudstack-job-exporter/state.json\n"
+    assert state_line in example
+    installed = tmp_path / "config.yaml"
+    installed.write_text(example.replace(state_line, f"state_file: {tmp_path}/state.json\n"))
+    result = run("--config.check", f"--config.file={installed}", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "config OK: 2 clouds (prod, lab)\n"
+
+    missing = tmp_path / "missing"
+    installed.write_text(example.replace(state_line, f"state_file: {missing}/state.json\n"))
+    result = run("--config.check", f"--config.file={installed}", env=env)
+    assert result.returncode == 2
+    assert result.stderr == f"state_file: directory {missing} does not exist\n"
 
 
 # --------------------------------------------------------------------------- flags
