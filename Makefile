@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 ## test: lint, type checks and the whole test suite
 test: lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)

@@ -34,10 +34,11 @@ def test_smoke_run_prints_the_table_and_exits_0() -> None:
         "generate_latest() same series, median",
         "cycles missed, 10 scrapers",
         "exporter RSS after polling",
+        "exporter RSS after the scrapes",
     ):
         assert row in out, f"missing row {row!r}:\n{out}"
     # Every target is judged, and the cost model holds even at tiny N.
-    assert out.count("PASS") + out.count("FAIL") == 6, out
+    assert out.count("PASS") + out.count("FAIL") == 7, out
     assert "PASS  CloudStack: requests = ceil(pending/500) + jobs that left" in out, out
     assert "PASS  discovery" in out, out
     assert "ERROR" not in out, out
