@@ -30,6 +30,7 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/events.py
 
 simulator: $(STAMP)
 	$(BIN)/python -m cloudstack_simulator

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import rabbitmq
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -55,3 +57,31 @@ def test_bad_sizes_are_refused_with_a_message() -> None:
     assert run.returncode == 2
     assert "--sizes needs at least two positive job counts" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_event_benchmark_smoke_run_counts_every_job_once() -> None:
+    """`benchmarks/events.py --smoke`: broker, simulator, five exporters, the bare consumer."""
+    rabbitmq.require()
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "events.py"), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    for row in (
+        "finished jobs counted",
+        "  counted twice",
+        "mean duration",
+        "CloudStack requests per minute",
+        "completion to final status on /metrics",
+        "CPU per 1,000 events",
+    ):
+        assert row in out, f"missing row {row!r}:\n{out}"
+    assert out.count("PASS") + out.count("FAIL") == 5, out
+    # Not timings: with events every finished job is counted, and none twice, at any size.
+    assert "PASS  events: 100.0% of finished jobs counted (100%)" in out, out
+    assert "PASS  events: 0 jobs counted twice (0)" in out, out
+    assert "ERROR" not in out, out
