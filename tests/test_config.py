@@ -75,7 +75,7 @@ def cloud_with(extra: str, *, credentials: bool = True) -> str:
 
 def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
     config = load(tmp_path, CLOUD)
-    assert config.poll_interval == 15.0
+    assert config.poll_interval == 5.0
     assert config.state_file is None
     assert config.retention == 3600.0
     assert config.max_tracked_jobs == 100_000
@@ -88,8 +88,8 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert cloud.api_key is not None and cloud.api_key.reveal() == API_KEY
     assert cloud.secret_key is not None and cloud.secret_key.reveal() == SECRET
     assert cloud.username is None and cloud.password is None and not cloud.uses_login
-    assert cloud.poll_interval == 15.0
-    assert cloud.timeout == 10.0
+    assert cloud.poll_interval == 5.0
+    assert cloud.timeout == 5.0  # 10s, or the poll interval if shorter
     assert cloud.max_concurrency == 4
     assert cloud.max_requests_per_second is None
     assert cloud.signature_lifetime == 300.0
@@ -428,7 +428,7 @@ def test_parse_duration_refuses(value: object) -> None:
         ("poll_interval: 500ms", "clouds[0].poll_interval: must be at least 1s"),
         ("poll_interval: 0", "clouds[0].poll_interval: must be a positive duration"),
         ("timeout: -1", "clouds[0].timeout: must be a positive duration"),
-        ("timeout: 20s", "clouds[0].timeout: 20s is longer than the poll interval (15s)"),
+        ("timeout: 20s", "clouds[0].timeout: 20s is longer than the poll interval (5s)"),
         ("signature_lifetime: 16m", "clouds[0].signature_lifetime: must be at most 15m"),
         ("timeout: [1]", "clouds[0].timeout: must be a duration such as 15s, not a list"),
     ],
