@@ -24,8 +24,8 @@ import sys
 import time
 from typing import Any
 
-from exporter.cli import Options
 from exporter.config import load_config
+from exporter.options import Options
 from exporter.poller import CloudPoller, CycleResult
 from exporter.service import Service
 from exporter.web import bound_ports

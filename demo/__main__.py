@@ -19,9 +19,9 @@ from cloudstack_simulator.broker import RabbitNode, available
 from cloudstack_simulator.clock import parse_timezone
 from cloudstack_simulator.events import EventSettings
 from cloudstack_simulator.store import Outcome
-from exporter.cli import Options, parse_listen_address
 from exporter.config import load_config
 from exporter.logs import setup_logging
+from exporter.options import Options, parse_listen_address
 from exporter.service import run
 
 log = logging.getLogger("demo")

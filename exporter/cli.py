@@ -14,59 +14,19 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NoReturn
 
 from exporter import __version__
-from exporter.config import Config, ConfigError, load_config
+from exporter.config import ConfigError, load_config
 from exporter.logs import register_secret, setup_logging
-from exporter.web import parse_listen_address as web_listen_address
+from exporter.options import DEFAULT_LISTEN_ADDRESS, Options, parse_listen_address
 
 PROG = "cloudstack-job-exporter"
-# Unused by the exporters on the Prometheus project's port list that we know of.
-DEFAULT_PORT = 9877
-DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("logfmt", "json")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 log = logging.getLogger("exporter.cli")
-
-
-@dataclass(frozen=True)
-class Options:
-    """The command-line settings the running service needs."""
-
-    config_file: str = "config.yaml"
-    listen_address: str = DEFAULT_LISTEN_ADDRESS  # "HOST:PORT", ":PORT" or "[IPv6]:PORT"
-    more_listen_addresses: tuple[str, ...] = ()  # --web.listen-address given again
-    systemd_socket: bool = False  # serve the sockets systemd passes instead
-    telemetry_path: str = "/metrics"
-    web_config_file: str | None = None
-    log_level: str = "info"
-    log_format: str = "logfmt"
-
-    @property
-    def listen_addresses(self) -> tuple[str, ...]:
-        return (self.listen_address, *self.more_listen_addresses)
-
-    @property
-    def listen_host(self) -> str:
-        """The host to bind; "" means every interface. IPv6 addresses without brackets."""
-        return parse_listen_address(self.listen_address)[0]
-
-    @property
-    def listen_port(self) -> int:
-        return parse_listen_address(self.listen_address)[1]
-
-
-def parse_listen_address(value: str) -> tuple[str, int]:
-    """("host", port) from "HOST:PORT", ":PORT" (every interface: host "") or "[::1]:PORT".
-
-    Raises ValueError with a one-line reason; the web server parses it the same way.
-    """
-    host, port = web_listen_address(value)
-    return host or "", port
 
 
 def _listen_address(value: str) -> str:
@@ -165,15 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def register_secrets(config: Config) -> None:
-    """Masks every credential of the configuration in log lines (call again after a reload)."""
-    for cloud in config.clouds:
-        for value in (cloud.api_key, cloud.secret_key, cloud.password):
-            register_secret(value)
-        if cloud.events is not None:
-            register_secret(cloud.events.password)
-
-
 def _check_state_dir(state_file: str | None) -> list[str]:
     """The state file is written after polls; a directory it cannot be written to would show
     only then, as a log line and cloudstack_exporter_state_write_failures_total."""
@@ -251,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "invalid configuration", extra={"file": options.config_file, "problem": problem}
             )
         return EXIT_USAGE
-    register_secrets(config)
+    for secret in config.secrets():
+        register_secret(secret)
     log.info(
         "starting",
         extra={"version": __version__, "config": options.config_file, "clouds": len(config.clouds)},

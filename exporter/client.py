@@ -47,6 +47,7 @@ from exporter.errors import (
     TransportError,
     Unauthorized,
 )
+from exporter.logs import mask_sensitive_params
 from exporter.signing import java_urlencode, sign
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,6 @@ _COMMAND = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _RETRY_AFTER = re.compile(
     r"retry\s+after\s*\[?\s*(\d+(?:\.\d+)?)\s*\]?\s*(ms|milliseconds?|s|secs?|seconds?)?",
     re.IGNORECASE,
-)
-_SECRET_PARAM = re.compile(
-    r"\b(apikey|secretkey|signature|sessionkey|password)=[^&\s'\",}]*", re.IGNORECASE
 )
 _URL_QUERY = re.compile(r"(\w+://[^\s?'\"]*)\?[^\s'\"]*")
 
@@ -581,7 +579,7 @@ class CloudStackClient:
     def _scrub(self, text: str, sent: tuple[str | None, ...] = ()) -> str:
         """Server text may echo what it was sent; never let a credential through."""
         text = _URL_QUERY.sub(r"\1", text)
-        text = _SECRET_PARAM.sub(r"\1=***", text)
+        text = mask_sensitive_params(text)
         secrets = (self._api_key, self._secret_key, self._password, self._session_key, *sent)
         for secret in secrets:
             if secret:

@@ -27,13 +27,16 @@ from urllib.parse import urlsplit
 import yaml
 from yarl import URL
 
+from exporter.jobs import is_operator_job_id
+
 # Chosen from benchmarks/events.py (docs/benchmarks.md, "Event stream"): polling every 5 s
 # counts about 64% of short-job workloads against 48% at 15 s, for one more list request
 # every 5 s per 500 pending jobs; with events, set a long interval instead.
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_RETENTION = 3600.0
 DEFAULT_MAX_TRACKED_JOBS = 100_000
-# CloudStack jobs take from about a second (start a VM) to hours (large volume copies).
+# CloudStack jobs take from about a second (start a VM) to hours (large volume copies). The one
+# default of cloudstack_async_job_duration_seconds: the service passes the config's buckets.
 DEFAULT_DURATION_BUCKETS: tuple[float, ...] = (
     1.0,
     2.5,
@@ -68,7 +71,6 @@ DEFAULT_RECONNECT_MAX = 60.0
 MAX_PAGE_SIZE = 500
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _VAR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_RE = re.compile(
     r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
@@ -180,6 +182,15 @@ class Config:
     per_job_series: bool = True
     duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
     clouds: tuple[CloudConfig, ...] = ()
+
+    def secrets(self) -> list[Secret]:
+        """Every credential of the configuration, for the log redaction to mask."""
+        found: list[Secret | None] = []
+        for cloud in self.clouds:
+            found += (cloud.api_key, cloud.secret_key, cloud.password)
+            if cloud.events is not None:
+                found.append(cloud.events.password)
+        return [s for s in found if s]
 
 
 # --------------------------------------------------------------------------- durations
@@ -1095,7 +1106,7 @@ def _check_amqp_name(value: str) -> str | None:
 
 
 def _check_job_id(value: str) -> str | None:
-    if _JOB_ID_RE.fullmatch(value):
+    if is_operator_job_id(value):
         return None
     return (
         f"{_show(value, 40)} is not a job ID (a UUID such as 6f3b0c7e-0000-4000-8000-000000000001)"

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from exporter.jobs import ERROR_TEXT_LIMIT, JobStatus, short_cmd
+from exporter.jobs import ERROR_TEXT_LIMIT, JobStatus, is_job_id, short_cmd
 
 EVENT_TYPES = ("submit", "update", "complete")
 # The binding that selects every AsyncJobEvent whatever its publisher's first word.
@@ -136,7 +136,7 @@ def parse_event(routing_key: str, body: bytes) -> JobEvent:
         raise MalformedEvent(f"body: expected a JSON object, got {type(obj).__name__}")
     obj.pop("cmdInfo", None)  # the caller's secrets: gone before anything else reads the body
     job_id = obj.get("jobId")
-    if not isinstance(job_id, str) or not job_id or len(job_id) > 128:
+    if not is_job_id(job_id):
         raise MalformedEvent(f"jobId: expected a job id, got {job_id!r:.64}")
     raw_status = obj.get("status")
     status = _STATUS_NAMES.get(raw_status) if isinstance(raw_status, str) else None

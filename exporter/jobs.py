@@ -8,15 +8,33 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
 ERROR_TEXT_LIMIT = 256
+
+# The job-ID rules. CloudStack's IDs are UUIDs; what an answer or an event carries is taken
+# as text (every label is escaped) and only bounded, while an ID an operator writes (the
+# config's `jobs`, a `jobs_file`) must look like one, so a mangled file does not become
+# thousands of queries.
+MAX_JOB_ID_LENGTH = 128
+_OPERATOR_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def is_job_id(value: object) -> TypeGuard[str]:
+    """A job ID as CloudStack may send it: a non-empty string of bounded length."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_JOB_ID_LENGTH
+
+
+def is_operator_job_id(value: str) -> bool:
+    """A job ID as an operator may write it: letters, digits, `.`, `_`, `-`."""
+    return _OPERATOR_JOB_ID.fullmatch(value) is not None
 
 
 class JobStatus(IntEnum):
@@ -245,7 +263,7 @@ def parse_job(obj: Any) -> Job:
     if not isinstance(obj, dict):
         raise MalformedJob(f"job entry: expected an object, got {type(obj).__name__}")
     job_id = obj.get("jobid")
-    if not isinstance(job_id, str) or not job_id or len(job_id) > 128:
+    if not is_job_id(job_id):
         raise MalformedJob(f"jobid: expected a job id, got {job_id!r:.64}")
     raw_status = _int(obj, "jobstatus")
     try:

@@ -42,10 +42,12 @@ _LEVEL_NAMES = {
     logging.ERROR: "error",
     logging.CRITICAL: "error",
 }
+# Request parameters (and cookies) whose values are credentials, wherever text shows them.
+SENSITIVE_PARAMS = ("apikey", "signature", "sessionkey", "password", "secretkey", "jsessionid")
 _SENSITIVE_PARAM_RE = re.compile(
     # Preceded by a non-word character, or by an encoded "?" or "&" inside an encoded URL.
     r"(?i)(?:(?<![A-Za-z0-9_])|(?<=%3F)|(?<=%26))"
-    r"(apikey|signature|sessionkey|password|secretkey|jsessionid)"
+    rf"({'|'.join(SENSITIVE_PARAMS)})"
     r"(=|%3D)([^&\s\"'<>;,]*)"
 )
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -88,6 +90,11 @@ def redact(text: str) -> str:
     for secret in _secrets_longest_first:
         if secret in text:
             text = text.replace(secret, MASK)
+    return mask_sensitive_params(text)
+
+
+def mask_sensitive_params(text: str) -> str:
+    """The text with the values of SENSITIVE_PARAMS masked (`signature=***`)."""
     if "=" in text or "%3" in text:
         text = _SENSITIVE_PARAM_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     return text

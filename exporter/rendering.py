@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from exporter.labels import escape_label_value
 from exporter.selfmetrics import ExporterMetrics, JobSummary
 
 if TYPE_CHECKING:
-    from exporter.jobs import Job
     from exporter.tracker import JobTracker, TrackedJob, TrackerView
 
     codec = zlib
@@ -91,39 +91,9 @@ PER_JOB_FAMILIES: tuple[tuple[str, str], ...] = (
 )
 
 
-def escape_label_value(value: str) -> str:
-    """A label value for both text formats: backslash, double quote and newline escaped.
-
-    Text that cannot be UTF-8 (lone surrogates from a JSON `\\ud800`) is replaced rather
-    than left to fail the whole scrape at encoding time.
-    """
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = value.encode("utf-8", "replace").decode("utf-8")
-    if "\\" in value or '"' in value or "\n" in value:
-        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return value
-
-
 def escape_help(text: str) -> str:
     """HELP text for the Prometheus text format (backslash and newline)."""
     return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def job_info_labels(job: Job) -> str:
-    """The extra labels of cloudstack_async_job_info, pre-escaped, starting with a comma."""
-    e = escape_label_value
-    return (
-        f',cmd_class="{e(job.cmd_class)}",instance_id="{e(job.instance_id)}",'
-        f'account_id="{e(job.account_id)}",user_id="{e(job.user_id)}",'
-        f'result_type="{e(job.result_type)}",error="{e(job.error)}",'
-        f'result_object="{e(job.result_object)}",account="{e(job.account)}",'
-        f'domain_id="{e(job.domain_id)}",domain_path="{e(job.domain_path)}",'
-        f'management_server_id="{e(job.management_server_id)}",'
-        f'management_server_name="{e(job.management_server_name)}"'
-    )
 
 
 def _num(value: float) -> str:
@@ -501,10 +471,6 @@ class Renderer:
         """The tracker views of the installed render (empty before the first)."""
         current = self._current
         return current.views if current is not None else ()
-
-    @staticmethod
-    def content_type(openmetrics: bool) -> str:
-        return CONTENT_TYPE_OPENMETRICS if openmetrics else CONTENT_TYPE_TEXT
 
     # --- the thread side ------------------------------------------------------------------
 

@@ -23,15 +23,11 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from exporter import __version__
+from exporter.config import DEFAULT_DURATION_BUCKETS
 
 if TYPE_CHECKING:
     from exporter.jobs import Job
 
-# CloudStack jobs take from under a second (a tag) to hours (a large template or volume
-# copy); the buckets span that range.
-DEFAULT_DURATION_BUCKETS: tuple[float, ...] = (
-    1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400,
-)  # fmt: skip
 API_LATENCY_BUCKETS: tuple[float, ...] = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 )  # fmt: skip

@@ -21,6 +21,7 @@ from exporter.config import CloudConfig, Config, ConfigError, EventsConfig, load
 from exporter.eventfeed import EventFeed
 from exporter.eventstream import EventStream, StreamSettings
 from exporter.jobspage import CloudHealth, JobsView
+from exporter.logs import register_secret
 from exporter.poller import CloudPoller
 from exporter.rendering import Renderer
 from exporter.selfmetrics import ExporterMetrics
@@ -29,7 +30,7 @@ from exporter.web import make_app, start_server, systemd_sockets
 from exporter.webconfig import WebConfigError, WebConfigHolder
 
 if TYPE_CHECKING:
-    from exporter.cli import Options
+    from exporter.options import Options
 
 log = logging.getLogger(__name__)
 
@@ -358,9 +359,8 @@ class Service:
             self.metrics.config_loaded(False, time.time())
             self.renderer.render()
             return False
-        from exporter.cli import register_secrets
-
-        register_secrets(config)  # new keys are masked in logs like the first ones
+        for secret in config.secrets():
+            register_secret(secret)  # new keys are masked in logs like the first ones
         if config.duration_buckets != self.config.duration_buckets:
             log.warning("duration_buckets changes take effect after a restart")
         await self._stop_clouds()

@@ -8,17 +8,9 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
-from exporter.jobs import is_api_job
+from exporter.jobs import is_api_job, is_operator_job_id
 
 log = logging.getLogger(__name__)
-
-# A CloudStack job ID is a UUID; be lenient (old servers, hand-written files) but refuse
-# anything that could not be an ID, so a mangled file does not become thousands of queries.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def valid_job_id(value: str) -> bool:
-    return bool(_ID.match(value))
 
 
 class JobIdSource:
@@ -72,7 +64,7 @@ def parse_id_lines(lines: Iterable[str]) -> tuple[list[str], int]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        if valid_job_id(line):
+        if is_operator_job_id(line):
             ids.append(line)
         else:
             bad += 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from exporter.jobs import Job, JobStatus, with_shared_strings
-from exporter.rendering import escape_label_value, job_info_labels
+from exporter.labels import escape_label_value, job_info_labels
 from exporter.selfmetrics import JobSummary
 
 if TYPE_CHECKING:

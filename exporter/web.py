@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
-import ipaddress
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -27,13 +25,13 @@ from aiohttp.typedefs import Handler, Middleware
 
 from exporter import __doc__ as _PROJECT_DOC
 from exporter import __version__, jobspage
+from exporter.options import parse_listen_address
+from exporter.rendering import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
 from exporter.webconfig import REALM, WebConfigHolder
 
 log = logging.getLogger(__name__)
 
 PROJECT = "cloudstack-job-exporter"
-OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _ALLOW = "GET, HEAD"
 
 # Request limits: a scrape needs one short line and a few headers.
@@ -264,7 +262,7 @@ def _make_metrics_handler(
                 log.exception("cannot produce the metrics for a scrape")
                 return _text(500, "error producing the metrics\n")
             headers = {
-                "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
+                "Content-Type": CONTENT_TYPE_OPENMETRICS if openmetrics else CONTENT_TYPE_TEXT,
                 "Vary": "Accept, Accept-Encoding",
             }
             if gzip:
@@ -455,37 +453,6 @@ def make_app(
 
 
 # --------------------------------------------------------------------------- serving
-
-
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
-
-
-def parse_listen_address(address: str) -> tuple[str | None, int]:
-    """ "HOST:PORT", ":PORT" (every interface) or "[IPv6]:PORT" -> (host or None, port)."""
-    address = address.strip()
-    if address.startswith("["):
-        end = address.find("]")
-        if end < 0 or address[end + 1 : end + 2] != ":":
-            raise ValueError(f"listen address {address!r}: expected [IPv6]:PORT")
-        host: str | None = address[1:end]
-        port_text = address[end + 2 :]
-        try:
-            ipaddress.IPv6Address(host or "")
-        except ValueError:
-            raise ValueError(f"listen address {address!r}: {host!r} is not IPv6") from None
-    else:
-        host, sep, port_text = address.rpartition(":")
-        if not sep:
-            raise ValueError(f"listen address {address!r} is not HOST:PORT or :PORT")
-        if ":" in host:
-            raise ValueError(f"listen address {address!r}: put an IPv6 address in brackets")
-        if host and not _HOSTNAME.fullmatch(host):
-            raise ValueError(f"listen address {address!r}: {host!r} is not a host name")
-    if not host:
-        host = None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"listen address {address!r}: port must be a number from 0 to 65535")
-    return host, int(port_text)
 
 
 class _DebugAccessLogger(AbstractAccessLogger):

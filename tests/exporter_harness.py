@@ -16,8 +16,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from simulator_fixtures import Credentials, SimHandle
 
-from exporter.cli import Options
 from exporter.config import load_config
+from exporter.options import Options
 from exporter.service import Service
 from exporter.web import bound_ports
 

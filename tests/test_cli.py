@@ -15,7 +15,8 @@ import pytest
 
 import exporter
 from exporter import __version__, logs
-from exporter.cli import Options, main, parse_listen_address
+from exporter.cli import main
+from exporter.options import Options, parse_listen_address
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-VALUE-cli"
@@ -240,7 +241,7 @@ def test_help_lists_the_flags_and_exits_0(capsys: pytest.CaptureFixture[str]) ->
     ],
 )
 def test_listen_address(address: str, parsed: tuple[str, int]) -> None:
-    assert parse_listen_address(address) == parsed
+    assert parse_listen_address(address) == (parsed[0] or None, parsed[1])
     options = Options(listen_address=address)
     assert (options.listen_host, options.listen_port) == parsed
 

@@ -135,8 +135,8 @@ async def test_ready_only_once_metrics_show_the_first_polls(
     import asyncio
     import time
 
-    from exporter.cli import Options
     from exporter.config import load_config
+    from exporter.options import Options
     from exporter.rendering import Renderer
     from exporter.service import Service
 

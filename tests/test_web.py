@@ -16,14 +16,14 @@ import pytest
 from aiohttp import web
 
 from exporter import __version__
+from exporter.options import parse_listen_address
+from exporter.rendering import CONTENT_TYPE_OPENMETRICS as OPENMETRICS_CONTENT_TYPE
+from exporter.rendering import CONTENT_TYPE_TEXT as TEXT_CONTENT_TYPE
 from exporter.web import (
-    OPENMETRICS_CONTENT_TYPE,
     SCRAPE_STATS,
-    TEXT_CONTENT_TYPE,
     accepts_gzip,
     bound_ports,
     make_app,
-    parse_listen_address,
     start_server,
     wants_openmetrics,
 )
