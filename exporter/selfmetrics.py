@@ -13,7 +13,7 @@ import itertools
 import math
 import platform
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,67 +49,60 @@ class JobSummary:
     oldest_pending_age_by_management_server: Mapping[str, float] = field(default_factory=dict)
 
 
-SummarySource = Callable[[], Iterable[JobSummary]]
+def aggregate_families(summaries: Iterable[JobSummary]) -> list[Metric]:
+    """cloudstack_async_jobs and friends, from the job summaries of one snapshot."""
+    jobs = GaugeMetricFamily(
+        "cloudstack_async_jobs",
+        "Async jobs the exporter tracks, by command and state (pending, succeeded, failed, "
+        "cancelled); finished jobs stay for the retention period. Every state of a "
+        "command with at least one tracked job is present, 0 when empty.",
+        labels=("cloud", "cmd", "status"),
+    )
+    oldest = GaugeMetricFamily(
+        "cloudstack_async_jobs_oldest_pending_age_seconds",
+        "Age of the oldest pending async job of the command, as of the last poll; absent "
+        "when none of that command is pending.",
+        labels=("cloud", "cmd"),
+    )
+    by_server = GaugeMetricFamily(
+        "cloudstack_async_jobs_pending_by_management_server",
+        "Pending async jobs per CloudStack management server (managementserverid, "
+        "reported by CloudStack 4.19 and later while a job runs).",
+        labels=("cloud", "management_server_id"),
+    )
+    oldest_on_server = GaugeMetricFamily(
+        "cloudstack_async_jobs_oldest_pending_age_by_management_server_seconds",
+        "Age of the oldest pending async job running on the CloudStack management server "
+        "(managementserverid, CloudStack 4.19 and later), as of the last poll: a server "
+        "that stopped working through its jobs shows as this growing.",
+        labels=("cloud", "management_server_id"),
+    )
+    for summary in summaries:
+        cloud = summary.cloud
+        cmds = sorted({cmd for cmd, _ in summary.jobs_by_cmd_status})
+        for cmd in cmds:
+            for status in STATUS_LABELS:
+                count = summary.jobs_by_cmd_status.get((cmd, status), 0)
+                jobs.add_metric((cloud, cmd, status), count)
+        for cmd, age in sorted(summary.oldest_pending_age.items()):
+            oldest.add_metric((cloud, cmd), round(age, 3))
+        for server, count in sorted(summary.pending_by_management_server.items()):
+            by_server.add_metric((cloud, server), count)
+        for server, age in sorted(summary.oldest_pending_age_by_management_server.items()):
+            oldest_on_server.add_metric((cloud, server), round(age, 3))
+    return [jobs, oldest, by_server, oldest_on_server]
 
 
-def _no_jobs() -> Iterable[JobSummary]:
-    return ()
+class _Exposition:
+    """What one exposition collects: a registry's metrics, then the aggregate families."""
 
+    def __init__(self, source: CollectorRegistry | _WithoutCreated, families: list[Metric]):
+        self._source = source
+        self._families = families
 
-class _AggregateCollector:
-    """Yields cloudstack_async_jobs and friends from job summaries at collection time."""
-
-    def __init__(self) -> None:
-        self.source: SummarySource = _no_jobs
-
-    def describe(self) -> Iterable[Metric]:
-        return self._families()
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families(self.source())
-
-    @staticmethod
-    def _families(summaries: Iterable[JobSummary] = ()) -> list[Metric]:
-        jobs = GaugeMetricFamily(
-            "cloudstack_async_jobs",
-            "Async jobs the exporter tracks, by command and state (pending, succeeded, failed, "
-            "cancelled); finished jobs stay for the retention period. Every state of a "
-            "command with at least one tracked job is present, 0 when empty.",
-            labels=("cloud", "cmd", "status"),
-        )
-        oldest = GaugeMetricFamily(
-            "cloudstack_async_jobs_oldest_pending_age_seconds",
-            "Age of the oldest pending async job of the command, as of the last poll; absent "
-            "when none of that command is pending.",
-            labels=("cloud", "cmd"),
-        )
-        by_server = GaugeMetricFamily(
-            "cloudstack_async_jobs_pending_by_management_server",
-            "Pending async jobs per CloudStack management server (managementserverid, "
-            "reported by CloudStack 4.19 and later while a job runs).",
-            labels=("cloud", "management_server_id"),
-        )
-        oldest_on_server = GaugeMetricFamily(
-            "cloudstack_async_jobs_oldest_pending_age_by_management_server_seconds",
-            "Age of the oldest pending async job running on the CloudStack management server "
-            "(managementserverid, CloudStack 4.19 and later), as of the last poll: a server "
-            "that stopped working through its jobs shows as this growing.",
-            labels=("cloud", "management_server_id"),
-        )
-        for summary in summaries:
-            cloud = summary.cloud
-            cmds = sorted({cmd for cmd, _ in summary.jobs_by_cmd_status})
-            for cmd in cmds:
-                for status in STATUS_LABELS:
-                    count = summary.jobs_by_cmd_status.get((cmd, status), 0)
-                    jobs.add_metric((cloud, cmd, status), count)
-            for cmd, age in sorted(summary.oldest_pending_age.items()):
-                oldest.add_metric((cloud, cmd), round(age, 3))
-            for server, count in sorted(summary.pending_by_management_server.items()):
-                by_server.add_metric((cloud, server), count)
-            for server, age in sorted(summary.oldest_pending_age_by_management_server.items()):
-                oldest_on_server.add_metric((cloud, server), round(age, 3))
-        return [jobs, oldest, by_server, oldest_on_server]
+    def collect(self) -> Iterator[Metric]:
+        yield from self._source.collect()
+        yield from self._families
 
 
 class _WithoutCreated:
@@ -468,8 +461,6 @@ class ExporterMetrics:
             "exporter keeps running and tries again after the next poll.",
             registry=reg,
         )
-        self._aggregates = _AggregateCollector()
-        reg.register(self._aggregates)
         self._without_created = _WithoutCreated(reg)
         self._clouds: dict[str, CloudMetrics] = {}
         self._lock = threading.Lock()
@@ -494,13 +485,11 @@ class ExporterMetrics:
         if ok:
             self.config_reload_time.set(now)
 
-    def set_job_source(self, source: SummarySource) -> None:
-        """Where the aggregates collector gets its job summaries from."""
-        self._aggregates.source = source
-
-    def generate(self, openmetrics: bool = False) -> bytes:
-        """The registry in the Prometheus text format (without `_created` series) or in
-        OpenMetrics (with `# EOF`)."""
+    def generate(self, summaries: Iterable[JobSummary] = (), openmetrics: bool = False) -> bytes:
+        """The registry plus the aggregates of `summaries` (the trackers' at one snapshot) in
+        the Prometheus text format (without `_created` series) or in OpenMetrics (with
+        `# EOF`)."""
+        families = aggregate_families(summaries)
         if openmetrics:
-            return generate_openmetrics(self.registry)
-        return generate_text(self._without_created)
+            return generate_openmetrics(_Exposition(self.registry, families))
+        return generate_text(_Exposition(self._without_created, families))

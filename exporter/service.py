@@ -278,6 +278,12 @@ class Service:
     def _cycle_done(self, poller: CloudPoller) -> None:
         self._request_render()
 
+    async def _render_now(self) -> None:
+        """Render (off the loop, like every render) and wait until it is installed."""
+        self._request_render()
+        if self._render_task is not None:
+            await asyncio.gather(self._render_task, return_exceptions=True)
+
     def _request_render(self) -> None:
         # Several clouds finishing together cause one render, not one each; the bytes are
         # built in a thread so scrapes and other clouds' polls are not held up.
@@ -357,7 +363,7 @@ class Service:
                 extra={"problems": "; ".join(exc.problems)},
             )
             self.metrics.config_loaded(False, time.time())
-            self.renderer.render()
+            await self._render_now()
             return False
         for secret in config.secrets():
             register_secret(secret)  # new keys are masked in logs like the first ones
@@ -381,7 +387,7 @@ class Service:
             except WebConfigError as exc:
                 log.error("web config reload refused: %s", exc)
         self.metrics.config_loaded(True, time.time())
-        self.renderer.render()
+        await self._render_now()
         log.info("configuration reloaded", extra={"clouds": len(config.clouds)})
         return True
 

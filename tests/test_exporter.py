@@ -10,6 +10,7 @@ import logging
 import math
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from binaries import require
@@ -176,13 +177,47 @@ async def test_a_cloud_added_back_by_a_reload_is_not_ready_before_its_poll(
         write_config(config, both[:1])
         assert await exporter.service.reload()
         write_config(config, both)
+        # "b" answers slowly, so that its first poll cannot end while the reload renders.
+        await second_simulator.add_fault("latency", seconds=1.0)
         assert await exporter.service.reload()
-        # "b" starts afresh: its first poll has not run, let alone been rendered.
+        # "b" starts afresh: its first poll has not ended, let alone been rendered.
         assert not exporter.service.ready()
+        await second_simulator.clear_faults()
         await exporter.cycle()
         assert exporter.service.ready()
         metrics = await exporter.metrics()
         assert metrics.value("cloudstack_up", cloud="b") == 1
+
+
+async def test_a_reload_renders_off_the_event_loop_and_shows_its_outcome(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    import threading
+
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    async with Exporter(config) as exporter:
+        renderer = exporter.service.renderer
+        threads: list[threading.Thread] = []
+        build = renderer.build
+
+        def spying_build(snapshot: Any) -> Any:
+            threads.append(threading.current_thread())
+            return build(snapshot)
+
+        renderer.build = spying_build  # type: ignore[method-assign]
+        config.write_text("clouds: [")  # broken YAML: refused, the old config stays
+        assert not await exporter.service.reload()
+        assert (await exporter.metrics()).value(
+            "cloudstack_exporter_config_last_reload_successful"
+        ) == 0
+        write_config(config, [cloud_yaml("a", simulator)])
+        assert await exporter.service.reload()
+        assert (await exporter.metrics()).value(
+            "cloudstack_exporter_config_last_reload_successful"
+        ) == 1
+        # Both reloads rendered, each in a worker thread: never on the loop's thread.
+        assert len(threads) >= 2
+        assert threading.main_thread() not in threads
 
 
 async def test_every_final_shape_is_exported_and_observed_exactly_once(

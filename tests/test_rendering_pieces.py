@@ -76,6 +76,8 @@ def test_pieces_inflate_in_bounded_slices_to_the_whole_text(parts: list[bytes], 
     pieces = [deflate(part) for part in parts]
     chunks = list(inflate_chunks(pieces, limit))
     assert all(0 < len(chunk) <= limit for chunk in chunks)
+    # Small pieces are joined: every slice but the last is full.
+    assert all(len(chunk) == limit for chunk in chunks[:-1])
     assert b"".join(chunks) == b"".join(parts) == one_shot_inflate(pieces)
 
 
