@@ -27,14 +27,16 @@ import math
 import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 from yarl import URL
 
 from exporter import __version__
+from exporter.config import Secret
 from exporter.errors import (
     APIError,
     BadResponse,
@@ -74,64 +76,111 @@ _RETRY_AFTER = re.compile(
 _URL_QUERY = re.compile(r"(\w+://[^\s?'\"]*)\?[^\s'\"]*")
 
 
-class CloudStackClient:
-    """An API client for one CloudStack endpoint (`https://host/client/api`)."""
+class ClientConfig(Protocol):
+    """What the client reads from its settings; a validated CloudConfig is one."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        api_key: str | None = None,
-        secret_key: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        domain: str | None = None,
-        domain_id: str | None = None,
-        verify_tls: bool = True,
-        ca_file: str | None = None,
-        timeout: float = 10.0,
-        signature_lifetime: float = 300.0,
-        max_concurrency: int = 4,
-        max_rate: float | None = None,
-        observer: RequestObserver | None = None,
-    ) -> None:
-        self._url = _endpoint(url)
-        self._host = self._url.host or ""
-        keys = api_key is not None or secret_key is not None
-        login = username is not None or password is not None
+    @property
+    def url(self) -> str: ...
+    @property
+    def api_key(self) -> str | None: ...
+    @property
+    def secret_key(self) -> str | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def domain(self) -> str | None: ...
+    @property
+    def domain_id(self) -> str | None: ...
+    @property
+    def verify_tls(self) -> bool: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def signature_lifetime(self) -> float: ...
+    @property
+    def max_concurrency(self) -> int: ...
+    @property
+    def max_requests_per_second(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Client settings made by hand (tests, scripts), checked as the configuration checks
+    them; the service passes its CloudConfig instead."""
+
+    url: str
+    api_key: str | None = None
+    secret_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    domain: str | None = None
+    domain_id: str | None = None
+    verify_tls: bool = True
+    ca_file: str | None = None
+    timeout: float = 10.0
+    signature_lifetime: float = 300.0
+    max_concurrency: int = 4
+    max_requests_per_second: float | None = None
+
+    def __post_init__(self) -> None:
+        keys = self.api_key is not None or self.secret_key is not None
+        login = self.username is not None or self.password is not None
         if keys and login:
             raise ValueError("give either api_key/secret_key or username/password, not both")
-        if keys and not (api_key and secret_key):
+        if keys and not (self.api_key and self.secret_key):
             raise ValueError("api_key and secret_key must both be set")
-        if login and not (username and password):
+        if login and not (self.username and self.password):
             raise ValueError("username and password must both be set")
         if not keys and not login:
             raise ValueError("no credentials: set api_key/secret_key or username/password")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
-        if not signature_lifetime > 0:
-            raise ValueError(f"signature_lifetime must be positive, got {signature_lifetime!r}")
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
-        if max_rate is not None and not max_rate > 0:
-            raise ValueError(f"max_rate must be positive, got {max_rate!r}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout!r}")
+        if not self.signature_lifetime > 0:
+            raise ValueError(
+                f"signature_lifetime must be positive, got {self.signature_lifetime!r}"
+            )
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency!r}")
+        rate = self.max_requests_per_second
+        if rate is not None and not rate > 0:
+            raise ValueError(f"max_requests_per_second must be positive, got {rate!r}")
 
-        self._api_key = api_key
-        self._secret_key = secret_key
-        self._username = username
-        self._password = password
-        self._domain = domain
-        self._domain_id = domain_id
-        self._timeout = timeout
-        self._signature_lifetime = signature_lifetime
-        self._max_concurrency = max_concurrency
-        self._interval = 1.0 / max_rate if max_rate else 0.0
+
+def _plain(value: str | None) -> str | None:
+    """The value of a configuration Secret (or of a plain string)."""
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+class CloudStackClient:
+    """An API client for one CloudStack endpoint (`https://host/client/api`)."""
+
+    def __init__(self, settings: ClientConfig, *, observer: RequestObserver | None = None) -> None:
+        # The settings come validated: by the configuration loader (a CloudConfig) or by
+        # ClientSettings itself.
+        self.settings = settings
+        self._url = _endpoint(settings.url)
+        self._host = self._url.host or ""
+        self._api_key = _plain(settings.api_key)
+        self._secret_key = _plain(settings.secret_key)
+        self._username = settings.username
+        self._password = _plain(settings.password)
+        self._domain = settings.domain
+        self._domain_id = settings.domain_id
+        self._timeout = settings.timeout
+        self._signature_lifetime = settings.signature_lifetime
+        self._max_concurrency = settings.max_concurrency
+        rate = settings.max_requests_per_second
+        self._interval = 1.0 / rate if rate else 0.0
         self._observer = observer
-        self._ssl = self._tls_setting(verify_tls, ca_file)
+        self._ssl = self._tls_setting(settings.verify_tls, settings.ca_file)
 
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._paused_until = 0.0  # loop time; set by a 429
         self._next_slot = 0.0  # loop time of the next request allowed by max_rate
         self._session_key: str | None = None

@@ -40,31 +40,9 @@ EVENT_RENDER_INTERVAL = 1.0
 EVENT_RENDER_DELAY = 0.02
 
 
-def _reveal(value: Any) -> str | None:
-    if value is None:
-        return None
-    reveal = getattr(value, "reveal", None)
-    return reveal() if callable(reveal) else str(value)
-
-
 def make_client(cloud: CloudConfig, metrics: ExporterMetrics) -> CloudStackClient:
     bound = metrics.cloud(cloud.name)
-    return CloudStackClient(
-        cloud.url,
-        api_key=_reveal(cloud.api_key),
-        secret_key=_reveal(cloud.secret_key),
-        username=cloud.username,
-        password=_reveal(cloud.password),
-        domain=cloud.domain,
-        domain_id=cloud.domain_id,
-        verify_tls=cloud.verify_tls,
-        ca_file=cloud.ca_file,
-        timeout=cloud.timeout,
-        signature_lifetime=cloud.signature_lifetime,
-        max_concurrency=cloud.max_concurrency,
-        max_rate=cloud.max_requests_per_second,
-        observer=bound.api_request,
-    )
+    return CloudStackClient(cloud, observer=bound.api_request)
 
 
 def stream_settings(events: EventsConfig) -> StreamSettings:

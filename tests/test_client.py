@@ -25,7 +25,7 @@ from helpers_client import (
 )
 from ports import free_port
 
-from exporter.client import CloudStackClient
+from exporter.client import ClientSettings, CloudStackClient
 from exporter.errors import (
     APIError,
     BadResponse,
@@ -74,7 +74,8 @@ async def clients() -> AsyncIterator[Callable[..., CloudStackClient]]:
         if "username" not in kwargs:
             kwargs.setdefault("api_key", API_KEY)
             kwargs.setdefault("secret_key", SECRET_KEY)
-        client = CloudStackClient(url, **kwargs)
+        observer = kwargs.pop("observer", None)
+        client = CloudStackClient(ClientSettings(url, **kwargs), observer=observer)
         made.append(client)
         return client
 
@@ -520,7 +521,7 @@ async def test_concurrency_is_limited(servers: Start, clients: Make) -> None:
 
 async def test_request_rate_is_limited(servers: Start, clients: Make) -> None:
     cloud = await servers()
-    client = clients(cloud.url, max_rate=20.0, max_concurrency=4)
+    client = clients(cloud.url, max_requests_per_second=20.0, max_concurrency=4)
     await asyncio.gather(*(client.call("listAsyncJobs") for _ in range(4)))
     arrivals = sorted(s.at for s in cloud.seen)
     assert arrivals[-1] - arrivals[0] >= 3 * 0.05 - 0.02
@@ -680,10 +681,12 @@ async def test_tls_insecure_works_and_warns(
 def test_unreadable_ca_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"ca_file .*missing\.pem"):
         CloudStackClient(
-            "https://127.0.0.1/client/api",
-            api_key=API_KEY,
-            secret_key=SECRET_KEY,
-            ca_file=str(tmp_path / "missing.pem"),
+            ClientSettings(
+                "https://127.0.0.1/client/api",
+                api_key=API_KEY,
+                secret_key=SECRET_KEY,
+                ca_file=str(tmp_path / "missing.pem"),
+            )
         )
 
 
@@ -770,13 +773,16 @@ async def test_no_secret_in_errors_or_logs(
         ),
         ({"api_key": API_KEY, "secret_key": SECRET_KEY, "timeout": 0}, "timeout"),
         ({"api_key": API_KEY, "secret_key": SECRET_KEY, "max_concurrency": 0}, "concurrency"),
-        ({"api_key": API_KEY, "secret_key": SECRET_KEY, "max_rate": 0}, "max_rate"),
+        (
+            {"api_key": API_KEY, "secret_key": SECRET_KEY, "max_requests_per_second": 0},
+            "max_requests_per_second",
+        ),
         ({"api_key": API_KEY, "secret_key": SECRET_KEY, "signature_lifetime": 0}, "lifetime"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, Any], words: str) -> None:
     with pytest.raises(ValueError, match=words) as info:
-        CloudStackClient("https://cloud.example.com/client/api", **kwargs)
+        CloudStackClient(ClientSettings("https://cloud.example.com/client/api", **kwargs))
     assert SECRET_KEY not in str(info.value) and API_KEY not in str(info.value)
 
 
@@ -791,7 +797,7 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any], words: str) -> None:
 )
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match="url") as info:
-        CloudStackClient(url, api_key=API_KEY, secret_key=SECRET_KEY)
+        CloudStackClient(ClientSettings(url, api_key=API_KEY, secret_key=SECRET_KEY))
     assert "hunter2" not in str(info.value)
 
 
@@ -819,7 +825,9 @@ async def test_bad_calls_are_refused_before_sending(
 
 async def test_closed_client_refuses_calls(servers: Start) -> None:
     cloud = await servers()
-    async with CloudStackClient(cloud.url, api_key=API_KEY, secret_key=SECRET_KEY) as client:
+    async with CloudStackClient(
+        ClientSettings(cloud.url, api_key=API_KEY, secret_key=SECRET_KEY)
+    ) as client:
         assert await client.call("listAsyncJobs") == {}
     with pytest.raises(RuntimeError, match="closed"):
         await client.call("listAsyncJobs")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from exporter.client import CloudStackClient
+from exporter.client import ClientSettings, CloudStackClient
 from exporter.errors import (
     BadResponse,
     JobNotFound,
@@ -27,7 +27,7 @@ pytest_plugins = ["simulator_fixtures"]
 
 def client_for(sim: SimHandle, creds: Credentials) -> CloudStackClient:
     return CloudStackClient(
-        sim.url, api_key=creds.api_key, secret_key=creds.secret_key, timeout=5.0
+        ClientSettings(sim.url, api_key=creds.api_key, secret_key=creds.secret_key, timeout=5.0)
     )
 
 
@@ -197,7 +197,9 @@ async def test_session_login_and_one_relogin(simulator: SimHandle) -> None:
     ops = simulator.ops
     await simulator.reset_counters()
     async with CloudStackClient(
-        simulator.url, username=ops.username, password=ops.password, domain=ops.domain
+        ClientSettings(
+            simulator.url, username=ops.username, password=ops.password, domain=ops.domain
+        )
     ) as client:
         assert [j["jobid"] for j in await client.list_async_jobs()] == [ops_job]
         await simulator.expire_sessions()
@@ -213,18 +215,22 @@ async def test_session_login_by_domain_id(simulator: SimHandle) -> None:
     accounts = {a["account"]: a for a in (await simulator.control("GET", "/accounts"))["accounts"]}
     ops = simulator.ops
     async with CloudStackClient(
-        simulator.url,
-        username=ops.username,
-        password=ops.password,
-        domain_id=accounts["ops"]["domainid"],
+        ClientSettings(
+            simulator.url,
+            username=ops.username,
+            password=ops.password,
+            domain_id=accounts["ops"]["domainid"],
+        )
     ) as client:
         assert [j["jobid"] for j in await client.list_async_jobs()] == [ops_job]
     # The same user in another domain is another user: refused.
     async with CloudStackClient(
-        simulator.url,
-        username=ops.username,
-        password=ops.password,
-        domain_id=accounts["dev"]["domainid"],
+        ClientSettings(
+            simulator.url,
+            username=ops.username,
+            password=ops.password,
+            domain_id=accounts["dev"]["domainid"],
+        )
     ) as client:
         with pytest.raises(PermissionDenied):
             await client.list_async_jobs()
@@ -232,7 +238,7 @@ async def test_session_login_by_domain_id(simulator: SimHandle) -> None:
 
 async def test_bad_login_is_permission_denied(simulator: SimHandle) -> None:
     async with CloudStackClient(
-        simulator.url, username="ops", password="not-it", domain="/Ops"
+        ClientSettings(simulator.url, username="ops", password="not-it", domain="/Ops")
     ) as client:
         with pytest.raises(PermissionDenied) as caught:
             await client.list_async_jobs()

@@ -10,7 +10,7 @@ from exporter_harness import Exporter, cloud_yaml, write_config
 from factories import api_job
 from simulator_fixtures import SimHandle
 
-from exporter.client import CloudStackClient
+from exporter.client import ClientSettings, CloudStackClient
 from exporter.config import CloudConfig
 from exporter.poller import MAX_BACKOFF, CloudPoller
 from exporter.selfmetrics import ExporterMetrics
@@ -24,7 +24,7 @@ def poller_with(interval: float, failures: int) -> CloudPoller:
     cloud = CloudConfig(name="a", url=url, api_key="k", secret_key="s", poll_interval=interval)
     metrics = ExporterMetrics()
     tracker = JobTracker("a", metrics.cloud("a"), retention=60, max_jobs=10, watermark=0)
-    client = CloudStackClient(url, api_key="k", secret_key="s")
+    client = CloudStackClient(ClientSettings(url, api_key="k", secret_key="s"))
     poller = CloudPoller(cloud, client, tracker, metrics.cloud("a"))
     poller.failures = failures
     return poller
@@ -73,7 +73,9 @@ class _ListedPages(CloudStackClient):
     that moves while it is paged can."""
 
     def __init__(self, pages: list[list[dict[str, object]]]) -> None:
-        super().__init__("http://127.0.0.1:9/client/api", api_key="k", secret_key="s")
+        super().__init__(
+            ClientSettings("http://127.0.0.1:9/client/api", api_key="k", secret_key="s")
+        )
         self.pages = pages
 
     async def list_async_jobs_pages(self, **_: object):  # type: ignore[override]
