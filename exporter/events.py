@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from exporter.jobs import ERROR_TEXT_LIMIT, JobStatus, is_job_id, short_cmd
+from exporter.jobs import ERROR_TEXT_LIMIT, JobStatus, is_job_id, short_cmd, text_field
 
 EVENT_TYPES = ("submit", "update", "complete")
 # The binding that selects every AsyncJobEvent whatever its publisher's first word.
@@ -70,14 +70,7 @@ def event_type(routing_key: str) -> str:
 
 
 def _text(obj: dict[str, Any], key: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    raise MalformedEvent(f"{key}: expected a string, got {type(value).__name__}")
+    return text_field(obj, key, MalformedEvent)
 
 
 def _int(obj: dict[str, Any], key: str) -> int:

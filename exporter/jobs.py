@@ -119,7 +119,9 @@ def parse_date(value: str) -> float:
     return parsed.timestamp()
 
 
-def _text(obj: dict[str, Any], key: str) -> str:
+def text_field(obj: dict[str, Any], key: str, error: type[Exception] | None = None) -> str:
+    """A text field of an API job or an event body: absent is "", a number is its digits
+    (CloudStack sends some IDs as numbers); anything else raises `error` (MalformedJob)."""
     value = obj.get(key)
     if value is None:
         return ""
@@ -127,7 +129,10 @@ def _text(obj: dict[str, Any], key: str) -> str:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    raise MalformedJob(f"{key}: expected a string, got {type(value).__name__}")
+    raise (error or MalformedJob)(f"{key}: expected a string, got {type(value).__name__}")
+
+
+_text = text_field
 
 
 def _int(obj: dict[str, Any], key: str, default: int | None = None) -> int:
