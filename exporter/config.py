@@ -14,7 +14,6 @@ Expansion, before validation:
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -28,6 +27,7 @@ import yaml
 from yarl import URL
 
 from exporter.jobs import is_operator_job_id
+from exporter.validation import Problems, join, type_name
 
 # Chosen from benchmarks/events.py (docs/benchmarks.md, "Event stream"): polling every 5 s
 # counts about 64% of short-job workloads against 48% at 15 s, for one more list request
@@ -223,7 +223,7 @@ def parse_duration(value: object) -> float:
                 if amount is not None
             )
     else:
-        raise ValueError(f"must be a duration such as 15s, not {_type_name(value)}")
+        raise ValueError(f"must be a duration such as 15s, not {type_name(value)}")
     if not math.isfinite(seconds):
         raise ValueError("must be a finite duration")
     return seconds
@@ -247,29 +247,9 @@ def format_duration(seconds: float) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"
-
-
 def _show(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 # Aliases can make a small file a huge or endless (recursive) tree.
@@ -350,7 +330,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError([f"{path}: the file is empty; it needs at least a `clouds` list"])
     if not isinstance(data, dict):
         raise ConfigError(
-            [f"{path}: the top level must be a mapping of keys, not {_type_name(data)}"]
+            [f"{path}: the top level must be a mapping of keys, not {type_name(data)}"]
         )
     problems = list(loader.duplicates)
     try:
@@ -378,7 +358,7 @@ def parse_config(
                 "(a recursive YAML alias?)"
             ]
         ) from None
-    if validator.problems:
+    if validator.found:
         raise ConfigError(validator.in_document_order())
     return config
 
@@ -450,12 +430,12 @@ class _Validator:
     def __init__(self, environ: Mapping[str, str], base_dir: str) -> None:
         self.environ = environ
         self.base_dir = base_dir
-        self.problems: list[str] = []
+        self.found = Problems()
         # key path -> (its index in document order, the index after its last descendant)
         self.order: dict[str, tuple[int, int]] = {}
 
     def problem(self, path: str, text: str) -> None:
-        self.problems.append(f"{path}: {text}")
+        self.found.add(path, text)
 
     # ---- expansion
 
@@ -473,7 +453,7 @@ class _Validator:
         if isinstance(value, list):
             expanded: Any = [self.expand(item, f"{path}[{i}]") for i, item in enumerate(value)]
         elif isinstance(value, dict):
-            expanded = {k: self.expand(item, _join(path, str(k))) for k, item in value.items()}
+            expanded = {k: self.expand(item, join(path, str(k))) for k, item in value.items()}
         else:
             return value
         self.order[path] = (start, len(self.order))
@@ -498,7 +478,7 @@ class _Validator:
                 if path in self.order:
                     return self.order[path][1] - 0.5
 
-        return sorted(self.problems, key=rank)
+        return sorted(self.found.items, key=rank)
 
     def expand_string(self, text: str, path: str) -> Any:
         if "$" not in text:
@@ -537,16 +517,10 @@ class _Validator:
             return None
         if not isinstance(value, dict):
             self.problem(
-                path or "(top level)", f"must be a mapping of keys, not {_type_name(value)}"
+                path or "(top level)", f"must be a mapping of keys, not {type_name(value)}"
             )
             return None
-        for key in value:
-            if key not in known:
-                shown = _show(key, 40) if not isinstance(key, str) else key[:40]
-                hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-                suffix = f" (did you mean {hint[0]}?)" if hint else ""
-                self.problem(_join(path, str(shown)), f"unknown key{suffix}")
-        return {str(k): v for k, v in value.items() if k in known}
+        return self.found.known_keys(value, path, known)
 
     def string(
         self,
@@ -558,7 +532,7 @@ class _Validator:
         check: Callable[[str], str | None] | None = None,
     ) -> str | None:
         value = m.get(key)
-        where = _join(path, key)
+        where = join(path, key)
         if value is None:
             if required:
                 self.problem(where, "is required")
@@ -568,7 +542,7 @@ class _Validator:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # an unquoted numeric name or ID
         if not isinstance(value, str):
-            self.problem(where, f"must be a string, not {_type_name(value)}")
+            self.problem(where, f"must be a string, not {type_name(value)}")
             return None
         if not value.strip():
             self.problem(where, "must not be empty")
@@ -583,11 +557,11 @@ class _Validator:
     def secret(self, m: dict[str, Any], key: str, path: str) -> Secret | None:
         # Never echo the value: a type or emptiness complaint is all that is said.
         value = m.get(key)
-        where = _join(path, key)
+        where = join(path, key)
         if value is None or value is _INVALID:
             return None
         if not isinstance(value, str):
-            self.problem(where, f"must be a string, not {_type_name(value)} (quote it)")
+            self.problem(where, f"must be a string, not {type_name(value)} (quote it)")
             return None
         if not value:
             self.problem(where, "must not be empty")
@@ -604,7 +578,7 @@ class _Validator:
         filename = self.path_value(m, key, path)
         if filename is None:
             return None
-        where = _join(path, key)
+        where = join(path, key)
         try:
             with open(filename, encoding="utf-8") as stream:
                 content = stream.read()
@@ -630,7 +604,7 @@ class _Validator:
         # Values from ${VAR} arrive as strings.
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
-        self.problem(_join(path, key), f"must be true or false, not {_type_name(value)}")
+        self.problem(join(path, key), f"must be true or false, not {type_name(value)}")
         return default
 
     def integer(
@@ -644,13 +618,13 @@ class _Validator:
         maximum: int | None = None,
     ) -> int:
         value = m.get(key)
-        where = _join(path, key)
+        where = join(path, key)
         if value is None or value is _INVALID:
             return default
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(where, f"must be a whole number, not {_type_name(value)}")
+            self.problem(where, f"must be a whole number, not {type_name(value)}")
             return default
         if value < minimum:
             self.problem(where, f"must be at least {minimum}, got {value}")
@@ -662,13 +636,13 @@ class _Validator:
 
     def number(self, m: dict[str, Any], key: str, path: str) -> float | None:
         value = m.get(key)
-        where = _join(path, key)
+        where = join(path, key)
         if value is None or value is _INVALID:
             return None
         if isinstance(value, str) and _NUMBER_RE.fullmatch(value.strip()):
             value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(where, f"must be a number, not {_type_name(value)}")
+            self.problem(where, f"must be a number, not {type_name(value)}")
             return None
         if not math.isfinite(value) or value <= 0:
             self.problem(where, f"must be a positive number, got {value}")
@@ -686,7 +660,7 @@ class _Validator:
         maximum: float | None = None,
     ) -> float:
         value = m.get(key)
-        where = _join(path, key)
+        where = join(path, key)
         if value is None or value is _INVALID:
             return default
         try:
@@ -713,11 +687,11 @@ class _Validator:
         check: Callable[[str], str | None],
     ) -> tuple[str, ...]:
         value = m.get(key)
-        where = _join(path, key)
+        where = join(path, key)
         if value is None or value is _INVALID:
             return ()
         if not isinstance(value, list):
-            self.problem(where, f"must be a list, not {_type_name(value)}")
+            self.problem(where, f"must be a list, not {type_name(value)}")
             return ()
         items: list[str] = []
         for i, item in enumerate(value):
@@ -727,7 +701,7 @@ class _Validator:
             if isinstance(item, int) and not isinstance(item, bool):
                 item = str(item)
             if not isinstance(item, str):
-                self.problem(entry, f"must be a string, not {_type_name(item)}")
+                self.problem(entry, f"must be a string, not {type_name(item)}")
                 continue
             complaint = check(item)
             if complaint:
@@ -764,7 +738,7 @@ class _Validator:
         if value is None or value is _INVALID:
             return DEFAULT_DURATION_BUCKETS
         if not isinstance(value, list):
-            self.problem("duration_buckets", f"must be a list, not {_type_name(value)}")
+            self.problem("duration_buckets", f"must be a list, not {type_name(value)}")
             return DEFAULT_DURATION_BUCKETS
         if not value:
             self.problem("duration_buckets", "must list at least one bucket")
@@ -798,7 +772,7 @@ class _Validator:
             self.problem("clouds", "is required: list at least one CloudStack endpoint")
             return ()
         if not isinstance(value, list):
-            self.problem("clouds", f"must be a list, not {_type_name(value)}")
+            self.problem("clouds", f"must be a list, not {type_name(value)}")
             return ()
         if not value:
             self.problem("clouds", "must list at least one CloudStack endpoint")
@@ -833,16 +807,16 @@ class _Validator:
         api_key, secret_key, username, password = self.credentials(m, path)
         domain = self.string(m, "domain", path)
         if domain is not None and m.get("username") is None:
-            self.problem(_join(path, "domain"), "is only used with username/password login")
+            self.problem(join(path, "domain"), "is only used with username/password login")
         domain_id = self.string(m, "domain_id", path)
         if domain_id is not None and m.get("username") is None:
             self.problem(
-                _join(path, "domain_id"),
+                join(path, "domain_id"),
                 "is the login domain of username/password login; to list one domain's "
                 "jobs, set discovery.domain_id",
             )
         elif domain_id is not None and domain is not None:
-            self.problem(_join(path, "domain_id"), "give either domain or domain_id, not both")
+            self.problem(join(path, "domain_id"), "give either domain or domain_id, not both")
 
         interval = self.duration(
             m, "poll_interval", path, default_interval, minimum=MIN_POLL_INTERVAL
@@ -850,14 +824,14 @@ class _Validator:
         timeout = self.duration(m, "timeout", path, min(DEFAULT_TIMEOUT, interval))
         if "timeout" in m and timeout > interval:
             self.problem(
-                _join(path, "timeout"),
+                join(path, "timeout"),
                 f"{format_duration(timeout)} is longer than the poll interval "
                 f"({format_duration(interval)})",
             )
 
         jobs = self.string_list(m, "jobs", path, _check_job_id)
         jobs_file = self.path_value(m, "jobs_file", path)
-        discovery = self.discovery(m.get("discovery"), _join(path, "discovery"))
+        discovery = self.discovery(m.get("discovery"), join(path, "discovery"))
         if (
             discovery is not None
             and not discovery.enabled
@@ -872,7 +846,7 @@ class _Validator:
         verify_tls = self.boolean(m, "verify_tls", path, True)
         ca_file = self.path_value(m, "ca_file", path)
         if ca_file is not None:
-            self.check_ca_file(ca_file, _join(path, "ca_file"), url, verify_tls)
+            self.check_ca_file(ca_file, join(path, "ca_file"), url, verify_tls)
 
         max_concurrency = self.integer(
             m, "max_concurrency", path, DEFAULT_MAX_CONCURRENCY, minimum=1
@@ -889,7 +863,7 @@ class _Validator:
             m, "page_size", path, MAX_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE
         )
         events = (
-            self.events(m["events"], _join(path, "events"), name or "")
+            self.events(m["events"], join(path, "events"), name or "")
             if m.get("events") is not None
             else None
         )
@@ -932,7 +906,7 @@ class _Validator:
                 url = str(parsed.with_password(None))
                 if password is not None:
                     self.problem(
-                        _join(path, "password"),
+                        join(path, "password"),
                         "the URL holds a password already: give it in one place",
                     )
         exchange = self.string(m, "exchange", path, check=_check_amqp_name)
@@ -940,7 +914,7 @@ class _Validator:
         verify_tls = self.boolean(m, "verify_tls", path, True)
         ca_file = self.path_value(m, "ca_file", path)
         if ca_file is not None:
-            self.check_ca_file(ca_file, _join(path, "ca_file"), url, verify_tls, "amqps")
+            self.check_ca_file(ca_file, join(path, "ca_file"), url, verify_tls, "amqps")
         queue_expires = self.duration(m, "queue_expires", path, DEFAULT_QUEUE_EXPIRES, minimum=60.0)
         max_length = self.integer(m, "queue_max_length", path, DEFAULT_QUEUE_MAX_LENGTH, minimum=1)
         prefetch = self.integer(m, "prefetch", path, DEFAULT_PREFETCH, minimum=1, maximum=65535)
@@ -948,7 +922,7 @@ class _Validator:
         reconnect_max = self.duration(m, "reconnect_max", path, DEFAULT_RECONNECT_MAX)
         if reconnect_max < reconnect_min:
             self.problem(
-                _join(path, "reconnect_max"),
+                join(path, "reconnect_max"),
                 f"{format_duration(reconnect_max)} is shorter than reconnect_min "
                 f"({format_duration(reconnect_min)})",
             )
@@ -974,7 +948,7 @@ class _Validator:
         given_direct = m.get(key) is not None
         given_file = m.get(file_key) is not None
         if given_direct and given_file:
-            self.problem(_join(path, file_key), f"set {key} or {file_key}, not both")
+            self.problem(join(path, file_key), f"set {key} or {file_key}, not both")
             return None, True
         if given_file:
             return self.secret_file(m, file_key, path), True
@@ -997,13 +971,13 @@ class _Validator:
                 "set either api_key and secret_key, or username and password, not both",
             )
         elif has_api_key and not has_secret_key:
-            self.problem(_join(path, "secret_key"), "is required with api_key (or secret_key_file)")
+            self.problem(join(path, "secret_key"), "is required with api_key (or secret_key_file)")
         elif has_secret_key and not has_api_key:
-            self.problem(_join(path, "api_key"), "is required with secret_key (or api_key_file)")
+            self.problem(join(path, "api_key"), "is required with secret_key (or api_key_file)")
         elif has_username and not has_password:
-            self.problem(_join(path, "password"), "is required with username (or password_file)")
+            self.problem(join(path, "password"), "is required with username (or password_file)")
         elif has_password and not has_username:
-            self.problem(_join(path, "username"), "is required with password")
+            self.problem(join(path, "username"), "is required with password")
         elif not keys and not login:
             self.problem(
                 path,
@@ -1022,7 +996,7 @@ class _Validator:
         domain_id = self.string(m, "domain_id", path)
         if m.get("account") is not None and m.get("domain_id") is None:
             self.problem(
-                _join(path, "domain_id"),
+                join(path, "domain_id"),
                 "is required with account (an account name is unique only within a domain)",
             )
         return DiscoveryConfig(

@@ -7,6 +7,7 @@ saving are triggered by finished poll cycles, never by scrapes.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
 import time
@@ -143,6 +144,7 @@ class Service:
     # -- start and stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        return_large_buffers_to_the_system()  # for the whole process: see why there
         if self.options.web_config_file:
             self.web_config = WebConfigHolder(self.options.web_config_file)
         if self.config.state_file:
@@ -368,6 +370,28 @@ class Service:
         await self._render_now()
         log.info("configuration reloaded", extra={"clouds": len(config.clouds)})
         return True
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 256 * 1024
+
+
+def return_large_buffers_to_the_system() -> bool:
+    """Fix glibc's mmap threshold, so that every buffer above 256 KiB is its own mapping,
+    given back when freed.
+
+    Left alone, glibc raises the threshold after the first such buffer is freed, and the
+    1 MiB slices of plain scrapes (inflated in worker threads) then come from per-thread
+    arenas that keep what they held: at 100,000 jobs RSS after a mix of scrapes was 2,300 B
+    a job against 1,060 after polling (`make bench`); with the fixed threshold 1,323.
+    malloc_trim after scrapes gave back only a tenth of it (2,077). False where there is
+    no glibc (musl, macOS): nothing changes there.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 async def run(config: Config, options: Options) -> int:

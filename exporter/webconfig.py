@@ -37,6 +37,8 @@ from typing import Any
 import bcrypt
 import yaml
 
+from exporter.validation import Problems, type_name
+
 log = logging.getLogger(__name__)
 
 REALM = "cloudstack-job-exporter"
@@ -176,67 +178,6 @@ class WebConfig:
 # --------------------------------------------------------------------------- parsing
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, key: str, message: str) -> None:
-        self.items.append(f"{key}: {message}" if key else message)
-
-
-def _mapping(
-    value: object, key: str, allowed: tuple[str, ...], problems: _Problems
-) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        problems.add(key, f"expected a mapping, got {_type_name(value)}")
-        return {}
-    out: dict[str, Any] = {}
-    for k, v in value.items():
-        path = f"{key}.{k}" if key else str(k)
-        if not isinstance(k, str) or k not in allowed:
-            problems.add(path, f"unknown key (expected one of {', '.join(allowed)})")
-            continue
-        out[k] = v
-    return out
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "nothing"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
-        type(value), "a list" if isinstance(value, list) else "a mapping"
-    )
-
-
-def _string(value: object, key: str, problems: _Problems) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        problems.add(key, f"expected a string, got {_type_name(value)}")
-        return None
-    return value
-
-
-def _bool(value: object, key: str, default: bool, problems: _Problems) -> bool:
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        problems.add(key, f"expected true or false, got {_type_name(value)}")
-        return default
-    return value
-
-
-def _string_list(value: object, key: str, problems: _Problems) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        problems.add(key, "expected a list of strings")
-        return None
-    return tuple(value)
-
-
 def parse_go_duration(value: object) -> float:
     """A Go duration ("1s", "1m30s", "250ms") or 0, in seconds; ValueError otherwise."""
     if value == 0 and not isinstance(value, bool):
@@ -262,9 +203,9 @@ def _resolve(path: str | None, base_dir: str) -> str | None:
     return path if os.path.isabs(path) else os.path.join(base_dir, path)
 
 
-def _parse_tls(raw: object, base_dir: str, problems: _Problems) -> TLSSettings | None:
+def _parse_tls(raw: object, base_dir: str, problems: Problems) -> TLSSettings | None:
     key = "tls_server_config"
-    m = _mapping(raw, key, _TLS_KEYS, problems)
+    m = problems.mapping(raw, key, _TLS_KEYS)
     string_keys = (
         "cert",
         "key",
@@ -276,7 +217,7 @@ def _parse_tls(raw: object, base_dir: str, problems: _Problems) -> TLSSettings |
         "min_version",
         "max_version",
     )
-    s = {k: _string(m.get(k), f"{key}.{k}", problems) for k in string_keys if k in m}
+    s = {k: problems.string(m.get(k), f"{key}.{k}") for k in string_keys if k in m}
     s = {k: v for k, v in s.items() if isinstance(v, str)}
     enabled_by = ("cert", "cert_file", "key", "key_file", "client_ca", "client_ca_file")
     if not any(s.get(k) for k in (*enabled_by, "client_auth_type")):
@@ -310,7 +251,7 @@ def _parse_tls(raw: object, base_dir: str, problems: _Problems) -> TLSSettings |
             f"required for client_auth_type {auth}: client certificates are always verified here",
         )
 
-    sans = _string_list(m.get("client_allowed_sans"), f"{key}.client_allowed_sans", problems)
+    sans = problems.string_list(m.get("client_allowed_sans"), f"{key}.client_allowed_sans")
     if sans is not None and CLIENT_AUTH_TYPES[auth] is not ssl.CERT_REQUIRED:
         problems.add(
             f"{key}.client_allowed_sans",
@@ -330,11 +271,11 @@ def _parse_tls(raw: object, base_dir: str, problems: _Problems) -> TLSSettings |
     if TLS_VERSIONS[versions["min_version"]] > TLS_VERSIONS[versions["max_version"]]:
         problems.add(f"{key}.min_version", "is above max_version")
 
-    ciphers = _string_list(m.get("cipher_suites"), f"{key}.cipher_suites", problems) or ()
+    ciphers = problems.string_list(m.get("cipher_suites"), f"{key}.cipher_suites") or ()
     for c in ciphers:
         if c not in TLS12_CIPHER_SUITES and c not in TLS13_CIPHER_SUITES:
             problems.add(f"{key}.cipher_suites", f"unknown cipher suite {c!r}")
-    curves = _string_list(m.get("curve_preferences"), f"{key}.curve_preferences", problems) or ()
+    curves = problems.string_list(m.get("curve_preferences"), f"{key}.curve_preferences") or ()
     for c in curves:
         if c not in CURVES:
             problems.add(
@@ -354,24 +295,21 @@ def _parse_tls(raw: object, base_dir: str, problems: _Problems) -> TLSSettings |
         min_version=versions["min_version"],
         max_version=versions["max_version"],
         cipher_suites=ciphers,
-        prefer_server_cipher_suites=_bool(
+        prefer_server_cipher_suites=problems.boolean(
             m.get("prefer_server_cipher_suites"),
             f"{key}.prefer_server_cipher_suites",
             True,
-            problems,
         ),
         curve_preferences=curves,
     )
 
 
-def _parse_users(raw: object, problems: _Problems) -> dict[str, str]:
+def _parse_users(raw: object, problems: Problems) -> dict[str, str]:
     key = "basic_auth_users"
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        problems.add(
-            key, f"expected a mapping of user names to bcrypt hashes, got {_type_name(raw)}"
-        )
+        problems.add(key, f"must be a mapping of user names to bcrypt hashes, not {type_name(raw)}")
         return {}
     users: dict[str, str] = {}
     for user, hashed in raw.items():
@@ -390,14 +328,14 @@ def _parse_users(raw: object, problems: _Problems) -> dict[str, str]:
     return users
 
 
-def _parse_http(raw: object, problems: _Problems) -> tuple[bool, tuple[tuple[str, str], ...]]:
+def _parse_http(raw: object, problems: Problems) -> tuple[bool, tuple[tuple[str, str], ...]]:
     key = "http_server_config"
-    m = _mapping(raw, key, _HTTP_KEYS, problems)
-    http2 = _bool(m.get("http2"), f"{key}.http2", True, problems)
+    m = problems.mapping(raw, key, _HTTP_KEYS)
+    http2 = problems.boolean(m.get("http2"), f"{key}.http2", True)
     headers: list[tuple[str, str]] = []
     raw_headers = m.get("headers")
     if raw_headers is not None and not isinstance(raw_headers, dict):
-        problems.add(f"{key}.headers", f"expected a mapping, got {_type_name(raw_headers)}")
+        problems.add(f"{key}.headers", f"must be a mapping, not {type_name(raw_headers)}")
     elif raw_headers:
         for name, value in raw_headers.items():
             path = f"{key}.headers.{name}"
@@ -407,7 +345,7 @@ def _parse_http(raw: object, problems: _Problems) -> tuple[bool, tuple[tuple[str
                 )
                 continue
             if not isinstance(value, str):
-                problems.add(path, f"expected a string, got {_type_name(value)}")
+                problems.add(path, f"must be a string, not {type_name(value)}")
                 continue
             if "\r" in value or "\n" in value:
                 problems.add(path, "must be a single line")
@@ -423,9 +361,9 @@ def _parse_http(raw: object, problems: _Problems) -> tuple[bool, tuple[tuple[str
     return http2, tuple(headers)
 
 
-def _parse_rate_limit(raw: object, problems: _Problems) -> tuple[float, int]:
+def _parse_rate_limit(raw: object, problems: Problems) -> tuple[float, int]:
     key = "rate_limit"
-    m = _mapping(raw, key, _RATE_KEYS, problems)
+    m = problems.mapping(raw, key, _RATE_KEYS)
     interval = 0.0
     if m.get("interval") is not None:
         try:
@@ -436,7 +374,7 @@ def _parse_rate_limit(raw: object, problems: _Problems) -> tuple[float, int]:
     if burst is None:
         burst = 0
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 0:
-        problems.add(f"{key}.burst", "expected a whole number of requests, 0 or more")
+        problems.add(f"{key}.burst", "must be a whole number of requests, 0 or more")
         burst = 0
     if interval > 0 and burst < 1:
         # With a burst of 0 a token bucket admits nothing at all.
@@ -446,7 +384,7 @@ def _parse_rate_limit(raw: object, problems: _Problems) -> tuple[float, int]:
 
 def parse_web_config(text: str, path: str = "") -> WebConfig:
     """Parse and validate the YAML text (does not read the files it names)."""
-    problems = _Problems()
+    problems = Problems()
     try:
         raw = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
@@ -458,7 +396,7 @@ def parse_web_config(text: str, path: str = "") -> WebConfig:
         ) from None
     except yaml.YAMLError:
         raise WebConfigError(["invalid YAML"], path) from None
-    top = _mapping(raw, "", _TOP_KEYS, problems)
+    top = problems.mapping(raw, "", _TOP_KEYS)
     base_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
     tls = _parse_tls(top.get("tls_server_config"), base_dir, problems)
     http2, headers = _parse_http(top.get("http_server_config"), problems)
@@ -498,7 +436,7 @@ def _describe_ssl_error(exc: Exception) -> str:
 def build_ssl_context(tls: TLSSettings) -> ssl.SSLContext:
     """A server context from the settings, reading the files; WebConfigError if unusable."""
     key = "tls_server_config"
-    problems = _Problems()
+    problems = Problems()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = TLS_VERSIONS[tls.min_version]
     ctx.maximum_version = TLS_VERSIONS[tls.max_version]

@@ -490,9 +490,10 @@ def test_unknown_keys_are_errors(tmp_path: Path) -> None:
             "http_server_config": {"header": {}},
         },
     )
-    assert any(p.startswith("basic_auth_user: unknown key") for p in problems)
-    assert any(p.startswith("tls_server_config.min_versoin: unknown key") for p in problems)
-    assert any(p.startswith("http_server_config.header: unknown key") for p in problems)
+    # The same words and hints as the exporter's own configuration file.
+    assert "basic_auth_user: unknown key (did you mean basic_auth_users?)" in problems
+    assert "tls_server_config.min_versoin: unknown key (did you mean min_version?)" in problems
+    assert "http_server_config.header: unknown key (did you mean headers?)" in problems
 
 
 @pytest.mark.parametrize("version", ["TLS14", "tls13", "1.3", "SSL3"])
@@ -564,7 +565,10 @@ def test_certificate_and_key_that_do_not_match(
             {"cert_file": "a", "key_file": "b", "curve_preferences": ["P-256"]},
             "tls_server_config.curve_preferences: unknown curve 'P-256'",
         ),
-        ({"cert_file": 5, "key_file": "b"}, "tls_server_config.cert_file: expected a string"),
+        (
+            {"cert_file": 5, "key_file": "b"},
+            "tls_server_config.cert_file: must be a string, not a number",
+        ),
     ],
 )
 def test_invalid_tls_settings(tmp_path: Path, tls: dict[str, Any], expected: str) -> None:
@@ -639,7 +643,7 @@ def test_missing_file(tmp_path: Path) -> None:
     [
         ({"interval": "soon", "burst": 1}, "rate_limit.interval: invalid duration"),
         ({"interval": "1s", "burst": 0}, "rate_limit.burst: must be at least 1"),
-        ({"interval": "1s", "burst": -3}, "rate_limit.burst: expected a whole number"),
+        ({"interval": "1s", "burst": -3}, "rate_limit.burst: must be a whole number"),
     ],
 )
 def test_rate_limit_validation(tmp_path: Path, rate_limit: dict[str, Any], expected: str) -> None:
