@@ -35,8 +35,8 @@ from exporter.validation import Problems, join, type_name
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_RETENTION = 3600.0
 DEFAULT_MAX_TRACKED_JOBS = 100_000
-# CloudStack jobs take from about a second (start a VM) to hours (large volume copies). The one
-# default of cloudstack_async_job_duration_seconds: the service passes the config's buckets.
+# CloudStack jobs take from about a second (start a VM) to hours (large volume copies).
+# The one default: what cloudstack_async_job_duration_seconds always used when none is configured.
 DEFAULT_DURATION_BUCKETS: tuple[float, ...] = (
     1.0,
     2.5,

@@ -24,7 +24,7 @@ ERROR_TEXT_LIMIT = 256
 # config's `jobs`, a `jobs_file`) must look like one, so a mangled file does not become
 # thousands of queries.
 MAX_JOB_ID_LENGTH = 128
-_OPERATOR_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_OPERATOR_JOB_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_JOB_ID_LENGTH - 1}}}")
 
 
 def is_job_id(value: object) -> TypeGuard[str]:

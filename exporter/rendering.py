@@ -43,8 +43,12 @@ else:
     except ImportError:
         codec = zlib
 
-CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# The two formats this module writes: media type and version each defined here only (the web
+# layer negotiates with the same names and versions).
+TEXT_MEDIA_TYPE, TEXT_VERSION = "text/plain", "0.0.4"
+OPENMETRICS_MEDIA_TYPE, OPENMETRICS_VERSION = "application/openmetrics-text", "1.0.0"
+CONTENT_TYPE_TEXT = f"{TEXT_MEDIA_TYPE}; version={TEXT_VERSION}; charset=utf-8"
+CONTENT_TYPE_OPENMETRICS = f"{OPENMETRICS_MEDIA_TYPE}; version={OPENMETRICS_VERSION}; charset=utf-8"
 
 # Speed over size: the text is so repetitive that level 1 already shrinks it about tenfold,
 # and a body of 100 MB must compress within a poll interval.

@@ -26,12 +26,20 @@ from aiohttp.typedefs import Handler, Middleware
 from exporter import __doc__ as _PROJECT_DOC
 from exporter import __version__, jobspage
 from exporter.options import parse_listen_address
-from exporter.rendering import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
+from exporter.rendering import (
+    CONTENT_TYPE_OPENMETRICS,
+    CONTENT_TYPE_TEXT,
+    OPENMETRICS_MEDIA_TYPE,
+    OPENMETRICS_VERSION,
+    TEXT_MEDIA_TYPE,
+    TEXT_VERSION,
+)
 from exporter.webconfig import REALM, WebConfigHolder
 
 log = logging.getLogger(__name__)
 
 PROJECT = "cloudstack-job-exporter"
+JSON_CONTENT_TYPE = "application/json"  # the /jobs page's ?format=json answers
 _ALLOW = "GET, HEAD"
 
 # Request limits: a scrape needs one short line and a few headers.
@@ -158,8 +166,8 @@ def wants_openmetrics(accept: str | None) -> bool:
         return False
     ranges = _media_ranges(accept)
     # OpenMetrics 0.0.1 is what 1.0.0 was called before it was final; Prometheus asks for both.
-    q_om = _quality(ranges, "application/openmetrics-text", ("1.0.0", "0.0.1"))
-    q_text = _quality(ranges, "text/plain", ("0.0.4",))
+    q_om = _quality(ranges, OPENMETRICS_MEDIA_TYPE, (OPENMETRICS_VERSION, "0.0.1"))
+    q_text = _quality(ranges, TEXT_MEDIA_TYPE, (TEXT_VERSION,))
     # A tie goes to the classic format, which every client understands.
     return q_om > 0 and q_om > q_text
 
@@ -311,7 +319,7 @@ def _make_jobs_handler(
         except jobspage.QueryError as error:
             if json_wanted:
                 body = orjson.dumps({"error": str(error)})
-                return web.Response(status=400, body=body, content_type="application/json")
+                return web.Response(status=400, body=body, content_type=JSON_CONTENT_TYPE)
             return _page(400, jobspage.render_error(str(error)))
         view = source.jobs_view()
         if pages.locked():
@@ -323,7 +331,7 @@ def _make_jobs_handler(
                 log.exception("cannot build the jobs page")
                 return _text(500, "error building the jobs page\n")
         if query.json:
-            return web.Response(body=body, content_type="application/json")
+            return web.Response(body=body, content_type=JSON_CONTENT_TYPE)
         return _page(200, body)
 
     return handle_jobs

@@ -18,6 +18,7 @@ from exporter.config import (
     Config,
     ConfigError,
     DiscoveryConfig,
+    EventsConfig,
     Secret,
     load_config,
     parse_config,
@@ -727,6 +728,41 @@ def test_jobs_rules(tmp_path: Path) -> None:
     assert problems(tmp_path, cloud_with("jobs: abc")) == [
         "clouds[0].jobs: must be a list, not a string"
     ]
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["6f3b0c7e-0000-4000-8000-000000000001", "old.server_7", "a" * 128, "a" * 129, "-x", "a b"],
+)
+def test_jobs_and_a_jobs_file_take_the_same_ids(tmp_path: Path, job_id: str) -> None:
+    """One job-ID rule (exporter.jobs) for the config's `jobs` and the lines of a jobs_file."""
+    from exporter.sources import parse_id_lines
+
+    in_file = parse_id_lines([job_id])[0] == [job_id]
+    try:
+        in_config = load(tmp_path, cloud_with(f"jobs: ['{job_id}']")).clouds[0].jobs == (job_id,)
+    except ConfigError:
+        in_config = False
+    assert in_config == in_file
+
+
+def test_secrets_are_every_credential_of_every_cloud() -> None:
+    config = Config(
+        clouds=(
+            CloudConfig(name="a", url="https://a/client/api", api_key=Secret("key-a"),
+                        secret_key=Secret("secret-a")),
+            CloudConfig(name="b", url="https://b/client/api", username="monitor",
+                        password=Secret("password-b"),
+                        events=EventsConfig(url="amqp://b/", password=Secret("amqp-b"))),
+        )
+    )  # fmt: skip
+    assert sorted(s.reveal() for s in config.secrets()) == [
+        "amqp-b",
+        "key-a",
+        "password-b",
+        "secret-a",
+    ]
+    assert Config().secrets() == []
 
 
 def test_duplicate_job_ids_are_tracked_once(tmp_path: Path) -> None:

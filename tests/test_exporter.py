@@ -729,3 +729,26 @@ async def test_a_restart_says_what_it_restored(
     restored = [r for r in caplog.records if r.getMessage() == "restored from the state file"]
     assert len(restored) == 1
     assert (restored[0].cloud, restored[0].pending, restored[0].finished) == ("a", 2, 1)  # type: ignore[attr-defined]
+
+
+async def test_a_reload_masks_the_new_credentials_in_logs(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    """The service registers what Config.secrets() lists again after a reload."""
+    import dataclasses
+
+    from exporter import logs
+
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", simulator)])
+    new = dataclasses.replace(
+        simulator.admin, api_key="reloaded-API-KEY-7f3a", secret_key="reloaded-SECRET-9c1d"
+    )
+    async with Exporter(config) as exporter:
+        try:
+            assert "reloaded-SECRET-9c1d" in logs.redact("reloaded-SECRET-9c1d")
+            write_config(config, [cloud_yaml("a", simulator), cloud_yaml("b", simulator, new)])
+            assert await exporter.service.reload()
+            line = logs.redact("key reloaded-API-KEY-7f3a secret reloaded-SECRET-9c1d")
+            assert "reloaded" not in line, line
+        finally:
+            logs.forget_secrets()
