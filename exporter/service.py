@@ -373,19 +373,19 @@ class Service:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 256 * 1024
+MMAP_THRESHOLD = 1024 * 1024
 
 
 def return_large_buffers_to_the_system() -> bool:
-    """Fix glibc's mmap threshold, so that every buffer above 256 KiB is its own mapping,
-    given back when freed.
+    """Fix glibc's mmap threshold at 1 MiB, so that the 1 MiB slices of plain scrapes are
+    mappings of their own, given back to the system when freed.
 
     Left alone, glibc raises the threshold after the first such buffer is freed, and the
-    1 MiB slices of plain scrapes (inflated in worker threads) then come from per-thread
-    arenas that keep what they held: at 100,000 jobs RSS after a mix of scrapes was 2,300 B
-    a job against 1,060 after polling (`make bench`); with the fixed threshold 1,323.
-    malloc_trim after scrapes gave back only a tenth of it (2,077). False where there is
-    no glibc (musl, macOS): nothing changes there.
+    slices then come from the heap, which keeps what they held: at 100,000 jobs RSS after
+    a mix of scrapes was 1,715 B a job against 1,060 after polling (`make bench`), with
+    the fixed threshold 1,364 (both with inflation on the loop). malloc_trim after scrapes gave back far less; a
+    256 KiB threshold did as well but mapped the listing's pages too. False where there
+    is no glibc (musl, macOS): nothing changes there.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -276,16 +276,19 @@ def _make_metrics_handler(
             if gzip:
                 headers["Content-Encoding"] = "gzip"
             # Sent here, so in_flight covers slow readers too (and bounds how many bodies are
-            # being inflated at once). Written a slice at a time, each made in a thread: a
-            # plain body is inflated from the compressed pieces as it goes, so neither the
-            # whole uncompressed body (125 MB at 100,000 jobs) nor a copy of it in aiohttp's
-            # buffers is ever held, and inflating does not stall polling on the loop.
+            # being inflated at once). Written a slice at a time: a plain body is inflated
+            # from the compressed pieces as it goes, so neither the whole uncompressed body
+            # (125 MB at 100,000 jobs) nor a copy of it in aiohttp's buffers is ever held.
+            # Inflated on the loop: ISA-L makes a 1 MiB slice in well under a millisecond,
+            # less than a hop to a worker thread costs, and what a slice frees stays in the
+            # loop's heap for the next one instead of in worker threads' arenas (make bench:
+            # plain scrape 256 -> 199 ms at 100,000 jobs, RSS after scrapes 2,232 -> 1,715 B
+            # a job, before the mmap threshold in service.py).
             response = web.StreamResponse(headers=headers)
             response.content_length = body.length
             await response.prepare(request)
             if request.method != "HEAD":
-                chunks = body.chunks()
-                while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                for chunk in body.chunks():
                     await response.write(chunk)
             await response.write_eof()
             stats.served += 1
