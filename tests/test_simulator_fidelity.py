@@ -13,8 +13,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,10 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from cloudstack_simulator import Simulator, SimulatorConfig
-from cloudstack_simulator.accounts import Directory
 from exporter.signing import sign, signature
 
 pytest.register_assert_rewrite("simulator_fixtures")
-from simulator_fixtures import Credentials, SimHandle  # noqa: E402
+from simulator_fixtures import Credentials, SimHandle, _running  # noqa: E402
 
 pytest_plugins = ["simulator_fixtures"]
 
@@ -37,15 +34,9 @@ MAINTENANCE = (
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-@asynccontextmanager
-async def running(version: str) -> AsyncIterator[SimHandle]:
-    sim = Simulator(SimulatorConfig(directory=Directory(), version=version, seed=3))
-    await sim.start("127.0.0.1", 0, control_port=0)
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield SimHandle(sim, session)
-    finally:
-        await sim.stop()
+def running(version: str) -> AbstractAsyncContextManager[SimHandle]:
+    """A simulator of that CloudStack version, for one `async with`."""
+    return asynccontextmanager(_running)("+0000", 3, version)
 
 
 async def get(
