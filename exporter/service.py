@@ -383,9 +383,9 @@ def return_large_buffers_to_the_system() -> bool:
     Left alone, glibc raises the threshold after the first such buffer is freed, and the
     slices then come from the heap, which keeps what they held: at 100,000 jobs RSS after
     a mix of scrapes was 1,715 B a job against 1,060 after polling (`make bench`), with
-    the fixed threshold 1,364 (both with inflation on the loop). malloc_trim after scrapes gave back far less; a
-    256 KiB threshold did as well but mapped the listing's pages too. False where there
-    is no glibc (musl, macOS): nothing changes there.
+    the fixed threshold 1,364 (both with inflation on the loop). malloc_trim after scrapes
+    gave back far less; a 256 KiB threshold did as well but mapped the listing's pages too.
+    False where there is no glibc (musl, macOS): nothing changes there.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
