@@ -472,13 +472,16 @@ class Renderer:
         self._install(built)
 
     def body(self, openmetrics: bool = False, gzip: bool = False) -> bytes:
-        """The cached `/metrics` body; renders first if nothing was rendered yet."""
+        """The `/metrics` body as one bytes object (gzip cached, plain inflated anew);
+        renders first if nothing was rendered yet."""
         current = self._current
         if current is None:
             self.render()
             current = self._current
             assert current is not None
-        self._wanted.add((openmetrics, gzip))
+        if gzip:
+            # Plain variants are not cached: preparing one in the next render would be lost.
+            self._wanted.add((openmetrics, gzip))
         return current.variant(openmetrics, gzip)
 
     def stream(self, openmetrics: bool = False, gzip: bool = False) -> Body:

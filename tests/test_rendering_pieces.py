@@ -196,6 +196,7 @@ def test_plain_variants_are_not_kept_after_a_scrape() -> None:
     renderer.render()
     for openmetrics in (False, True):
         b"".join(renderer.stream(openmetrics, False).chunks())
+        renderer.body(openmetrics, False)
     current = renderer._current
     assert current is not None
     assert current._cache == {}
