@@ -31,6 +31,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/events.py
+	$(BIN)/python benchmarks/jobspage.py
 
 simulator: $(STAMP)
 	$(BIN)/python -m cloudstack_simulator

@@ -85,3 +85,43 @@ def test_event_benchmark_smoke_run_counts_every_job_once() -> None:
     assert "PASS  events: 100.0% of finished jobs counted (100%)" in out, out
     assert "PASS  events: 0 jobs counted twice (0)" in out, out
     assert "ERROR" not in out, out
+
+
+def test_jobs_page_benchmark_smoke_run_finds_every_page_bounded() -> None:
+    """`benchmarks/jobspage.py --smoke`: the real web app, every query, the loop probe."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "jobspage.py"), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run.stdout
+    for row in (
+        "default page (100 rows)",
+        "1,000 rows",
+        "status=failed",
+        "JSON, 100 rows",
+        "baseline: sort every job by age",
+        "worst loop lateness",
+    ):
+        assert row in out, f"missing row {row!r}:\n{out}"
+    assert out.count("PASS") + out.count("FAIL") == 2, out
+    # Not a timing: the same rows make the same page whatever the number of tracked jobs.
+    assert "PASS  bounded" in out, out
+    # The default page shows 100 jobs at either size.
+    line = next(x for x in out.splitlines() if x.startswith("default page"))
+    assert line.count("/ 100") == 2, line
+    assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_jobs_page_benchmark_refuses_bad_sizes() -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "jobspage.py"), "--sizes=10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "--sizes needs at least two positive job counts" in run.stderr
