@@ -7,7 +7,8 @@ for the wait the server asks for, then the request is retried.
 
 Error mapping, by the CloudStack error code (which is the HTTP status):
   401 Unauthorized, 429 Throttled, 430 ParameterError, 431 ParameterError (JobNotFound for
-  queryAsyncJobResult), 531 PermissionDenied, other 5xx ServerError, anything else APIError.
+  queryAsyncJobResult), 531 PermissionDenied (LoginFailed to the login), other 5xx ServerError,
+  anything else APIError.
   A non-2xx status whose body is not a CloudStack answer (say a proxy's HTML 502 page) maps by
   the HTTP status the same way, so `code` stays the status ("502") and the metric shows what the
   proxy said. A 2xx answer that cannot be read as the expected JSON is BadResponse ("error"),
@@ -42,6 +43,7 @@ from exporter.errors import (
     BadResponse,
     CloudStackError,
     JobNotFound,
+    LoginFailed,
     ParameterError,
     PermissionDenied,
     ServerError,
@@ -619,7 +621,7 @@ class CloudStackClient:
             return ParameterError(message, **kwargs)
         if errorcode == 531:
             if command == "login":
-                message += " (check username, password and domain)"
+                return LoginFailed(f"{message} (check username, password and domain)", **kwargs)
             return PermissionDenied(message, **kwargs)
         if errorcode >= 500:
             return ServerError(message, **kwargs)

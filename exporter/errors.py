@@ -59,6 +59,11 @@ class PermissionDenied(APIError):
     """531: account error, e.g. another account's job or a bad login."""
 
 
+class LoginFailed(PermissionDenied):
+    """531 to the session login: username, password or domain refused. A failure of the
+    cloud's credentials, never of the job whose request needed the login."""
+
+
 class ServerError(APIError):
     """530 and the other 5xx codes: the server failed."""
 

@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from exporter.errors import CloudStackError, JobNotFound, PermissionDenied, Throttled
+from exporter.errors import (
+    CloudStackError,
+    JobNotFound,
+    LoginFailed,
+    PermissionDenied,
+    Throttled,
+)
 from exporter.jobs import Job, MalformedJob, fingerprint, parse_job
 from exporter.sources import CommandFilter, JobIdSource
 
@@ -244,6 +250,10 @@ class CloudPoller:
                     result.not_found += 1
                     self.tracker.not_found(job_id)
                     continue
+                except LoginFailed as exc:
+                    # The query needed a (re)login that was refused: the cloud is down.
+                    failure.append(exc)
+                    return
                 except PermissionDenied:
                     # Another account's job: it will never become visible with these keys.
                     self.tracker.not_found(job_id, reason="forbidden")

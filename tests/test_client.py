@@ -31,6 +31,7 @@ from exporter.errors import (
     BadResponse,
     CloudStackError,
     JobNotFound,
+    LoginFailed,
     ParameterError,
     PermissionDenied,
     ServerError,
@@ -625,12 +626,14 @@ async def test_session_refused_after_new_login_fails(servers: Start, clients: Ma
     assert [s.command for s in cloud.seen] == ["login", "listAsyncJobs"] * 2
 
 
-async def test_bad_login_is_permission_denied(servers: Start, clients: Make) -> None:
+async def test_bad_login_is_a_login_failure_not_a_job_permission(
+    servers: Start, clients: Make
+) -> None:
     cloud = await servers(SessionServer())
     client = clients(cloud.url, username=USERNAME, password="wrong password")
-    with pytest.raises(PermissionDenied, match="check username, password and domain") as info:
-        await client.call("listAsyncJobs")
-    assert info.value.code == "531"
+    with pytest.raises(LoginFailed, match="check username, password and domain") as info:
+        await client.call("queryAsyncJobResult", {"jobid": "x"})
+    assert isinstance(info.value, PermissionDenied) and info.value.code == "531"
     assert [s.command for s in cloud.seen] == ["login"]
 
 

@@ -473,6 +473,42 @@ async def test_session_login_survives_expired_sessions_and_reports_bad_passwords
         assert ops.password not in errors[0].getMessage()
 
 
+async def test_a_refused_login_before_a_query_is_the_cloud_down_not_the_jobs_forbidden(
+    simulator: SimHandle, tmp_path: Path
+) -> None:
+    """Without discovery a cycle only queries; a query's re-login refused (531, as for
+    another account's job) must fail the cycle and keep the jobs, not drop them."""
+    ids = await simulator.create_jobs(2, account="ops")
+    ops = simulator.ops
+    login = f"username: {ops.username}\npassword: {ops.password}\ndomain: {ops.domain}\n"
+    extra = A_EXTRA + login + f"jobs: [{', '.join(ids)}]\ndiscovery:\n  enabled: false\n"
+    lines_ = "".join(f"  {line}\n" for line in extra.splitlines())
+    config = write_config(
+        tmp_path / "config.yaml", [f"- name: a\n  url: {simulator.url}\n" + lines_]
+    )
+    async with Exporter(config) as exporter:
+        metrics = await exporter.metrics()
+        assert metrics.value("cloudstack_up", cloud="a") == 1
+        assert metrics.job_ids("a") == set(ids)
+
+        await simulator.set_enabled("ops", False)
+        await simulator.expire_sessions()
+        await exporter.cycle(2)
+        metrics = await exporter.metrics()
+        assert metrics.value("cloudstack_up", cloud="a") == 0
+        assert metrics.job_ids("a") == set(ids)
+        dropped = "cloudstack_exporter_jobs_dropped_total"
+        assert metrics.value(dropped, cloud="a", reason="forbidden") == 0
+
+        await simulator.set_enabled("ops", True)
+        await simulator.finish(ids[0], "success")
+        await exporter.cycle()
+        metrics = await exporter.metrics()
+        assert metrics.value("cloudstack_up", cloud="a") == 1
+        assert metrics.value("cloudstack_async_job_status", cloud="a", job_id=ids[0]) == 1
+        assert metrics.value("cloudstack_async_job_status", cloud="a", job_id=ids[1]) == 0
+
+
 async def test_a_crashing_cycle_counts_as_a_failed_poll_and_polling_goes_on(
     simulator: SimHandle,
     second_simulator: SimHandle,
