@@ -262,6 +262,8 @@ class JobTracker:
         job_id = job.job_id
         old = self._jobs.get(job_id)
         if old is None:
+            if source == "list" and job.status.final and self._stale_listed_finish(job):
+                return
             if source == "list" and not job.status.final:
                 self._maybe_gap(job_id, now)
             self._track_new(job, fingerprint, source, new_finish=new_finish)
@@ -322,6 +324,16 @@ class JobTracker:
             self._remove(job_id)
             self._report_size()
         self.metrics.dropped(reason, 1)
+
+    def _stale_listed_finish(self, job: Job) -> bool:
+        """A finished job that a listing shows (CloudStack up to 4.11 lists finished jobs
+        until they are purged, a day by default) and that is past retention already: taking
+        it would drop it at the end of the cycle and take it again at the next listing,
+        counting a `retention` drop each time. A configured job is shown for retention
+        once, however old, unless it has been (`_configured_done`)."""
+        if job.job_id in self._configured:
+            return job.job_id in self._configured_done
+        return job.completed is not None and job.completed <= self._now - self.retention
 
     def expire(self, now: float) -> None:
         """End of a cycle: drop finished jobs past retention, then enforce the cap."""

@@ -6,6 +6,7 @@ request counters, never against the exporter's internals.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import subprocess
@@ -695,6 +696,33 @@ async def test_411_listed_final_jobs_are_taken_as_final_and_counted_once(
             assert again.total("cloudstack_async_jobs_finished_total", cloud="a") == 2
             # Final when listed: never queried.
             assert (await sim.counters())["by_command"] == {"listAsyncJobs": 3}
+
+
+async def test_411_a_listed_job_past_retention_is_dropped_once_not_taken_again(
+    tmp_path: Path,
+) -> None:
+    # 4.11 lists a finished job until purge (a day by default), long after the exporter's
+    # retention: once dropped it must stay dropped, not come back every other cycle.
+    async for sim in _running("+0000", seed=6, version="4.11.3.0"):
+        done, pending = await sim.create_jobs(2, cmd="StartVMCmd", created_ago=30)
+        config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", sim)], top="retention: 1s\n")
+        async with Exporter(config) as exporter:
+            await sim.finish(done)
+            await exporter.cycle()
+            assert (await exporter.metrics()).job_ids("a") == {done, pending}
+            await asyncio.sleep(1.5)
+            for _ in range(4):
+                await exporter.cycle()
+            metrics = await exporter.metrics()
+            assert metrics.job_ids("a") == {pending}
+            assert (
+                metrics.value(
+                    "cloudstack_exporter_jobs_dropped_total", cloud="a", reason="retention"
+                )
+                == 1
+            )
+            assert metrics.total("cloudstack_async_jobs_finished_total", cloud="a") == 1
+            assert (await sim.job(done) or {}).get("status") == 1  # still listed, as 4.11 does
 
 
 async def test_a_state_file_that_cannot_be_written_is_counted_and_logged_once(

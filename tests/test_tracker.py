@@ -252,6 +252,30 @@ def test_retention_counts_from_when_the_exporter_saw_the_finish(metrics: Exporte
     assert dropped(metrics, "retention") == 1
 
 
+def test_a_listed_finish_past_retention_is_not_taken_unless_configured(
+    metrics: ExporterMetrics,
+) -> None:
+    # Up to 4.11 listings carry finished jobs until purge (cloudstack-api.md §5).
+    tracker = make(metrics, retention=600)
+    tracker.set_configured(["c"])
+    old = {"created": T0 - 9000, "completed": T0 - 8000}
+    tracker.apply(job("f", 1, **old), T0 + 100, source="list")
+    tracker.apply(job("c", 1, **old), T0 + 100, source="list")
+    tracker.apply(job("g", 1, completed=T0 + 50), T0 + 100, source="list")
+    assert tracker.get("f") is None  # it would only be dropped at the end of the cycle
+    assert tracker.get("c") is not None  # configured: shown for retention once
+    assert tracker.get("g") is not None  # within retention: shown
+    tracker.expire(T0 + 800)
+    assert dropped(metrics, "retention") == 2
+    for now in (T0 + 900, T0 + 2000):  # listed again, cycle after cycle: not taken again
+        for job_id in ("f", "c"):
+            tracker.apply(job(job_id, 1, **old), now, source="list")
+        tracker.apply(job("g", 1, completed=T0 + 50), now, source="list")
+        tracker.expire(now)
+    assert [t.job.job_id for t in tracker.jobs()] == []
+    assert dropped(metrics, "retention") == 2
+
+
 def test_cap_evicts_the_oldest_finished_job_first(metrics: ExporterMetrics) -> None:
     tracker = make(metrics, max_jobs=3)
     tracker.apply(job("f1", 1, completed=T0 + 1), T0 + 1)
