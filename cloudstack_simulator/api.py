@@ -22,7 +22,7 @@ from cloudstack_simulator.responses import (
     CS_SERVER_API,
     ApiFailure,
 )
-from cloudstack_simulator.store import JobStore, Outcome
+from cloudstack_simulator.store import JobStore, Outcome, version_tuple
 from exporter.signing import signature
 
 # API commands that submit an async job (BaseAsyncCmd), and the command class each runs.
@@ -223,6 +223,8 @@ class CloudStackApi:
                 f"Failed to authenticate user {username} in domain {domain_path}; "
                 "please provide valid credentials",
                 response_name="loginresponse",
+                # ApiServlet writes the authenticator's ServerApiException without the header.
+                described=False,
             )
         session = self.directory.new_session(user, self.clock.now())
         account = user.account
@@ -345,6 +347,12 @@ class CloudStackApi:
                 raise ApiFailure(
                     431, _invalid_uuid(cmd, "domainid", params["domainid"]), CS_SERVER_API
                 )
+        # The parameter exists from 4.19 (an older server ignores it, as any unknown one) and
+        # takes a management server's UUID: an unknown one is refused like any entity UUID.
+        known = version_tuple(self.store.version) >= (4, 19)
+        msid = params.get("managementserverid") if known else None
+        if msid is not None and msid not in dict(self.store.management_servers):
+            raise ApiFailure(431, _invalid_uuid(cmd, "managementserverid", msid), CS_SERVER_API)
         start: float | None = None
         if params.get("startdate") is not None:
             try:
@@ -393,7 +401,7 @@ class CloudStackApi:
             recursive=recursive,
             keyword=params.get("keyword"),
             start=start,
-            msid=params.get("managementserverid"),
+            msid=msid,
             offset=offset,
             limit=limit,
         )

@@ -93,6 +93,22 @@ async def test_419_and_420_show_the_numeric_msid(version: str) -> None:
             sim, sim.admin, "listAsyncJobs", managementserverid=truth["managementserverid"]
         )
         assert [j["jobid"] for j in listed(by_server)] == [job]
+        # A response value cannot be passed back in: the numeric msid is no server's UUID.
+        status, _, refused, _ = await get(
+            sim, sim.admin, "listAsyncJobs", managementserverid=str(msid)
+        )
+        assert status == 431
+        assert refused["listasyncjobsresponse"]["errortext"].startswith(
+            "Unable to execute API command listasyncjobs due to invalid value. Invalid parameter "
+            f"managementserverid value={msid} due to incorrect long value format"
+        )
+
+
+async def test_before_419_the_msid_parameter_is_unknown_and_ignored() -> None:
+    async with running("4.18.1.0") as sim:
+        jobs = await sim.create_jobs(2)
+        _, _, body, _ = await get(sim, sim.admin, "listAsyncJobs", managementserverid="nonsense")
+        assert sorted(j["jobid"] for j in listed(body)) == sorted(jobs)
 
 
 async def test_421_shows_the_server_uuid_and_name() -> None:
@@ -298,6 +314,14 @@ async def test_error_answers_carry_x_description_except_failed_verification(
     # Successful answers have none either.
     status, _, _, headers = await get(simulator, simulator.admin, "listAsyncJobs")
     assert status == 200 and "X-Description" not in headers
+    # A refused login goes through the authenticator path, which writes no header either.
+    ops = simulator.ops
+    form = {"command": "login", "response": "json", "username": ops.username}
+    form |= {"password": "not-" + ops.password, "domain": ops.domain}
+    async with aiohttp.ClientSession() as session, session.post(simulator.url, data=form) as resp:
+        body = await resp.json(content_type=None)
+        assert resp.status == 531 and "X-Description" not in resp.headers
+        assert body["loginresponse"]["errortext"].startswith("Failed to authenticate user ops")
 
 
 async def test_x_description_of_a_value_with_line_breaks_or_non_ascii_stays_one_header(
