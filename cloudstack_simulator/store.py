@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +47,24 @@ class Outcome:
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
             raise StoreError(f"shape must be one of {', '.join(SHAPES)}, got {self.shape!r:.32}")
+
+
+def like_pattern(keyword: str) -> re.Pattern[str]:
+    """CloudStack filters `keyword` with SQL `cmd LIKE '%keyword%'`, the keyword unescaped, on
+    MySQL's default case-insensitive collation: `%` and `_` are wildcards, `\\` escapes, and
+    case does not matter."""
+    parts = []
+    chars = iter(keyword)
+    for char in chars:
+        if char == "\\":
+            parts.append(re.escape(next(chars, "\\")))
+        elif char == "%":
+            parts.append(".*")
+        elif char == "_":
+            parts.append(".")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -337,7 +356,8 @@ class JobStore:
             else:
                 checks.append(lambda j: j.account.domain is domain)
         if keyword is not None:
-            checks.append(lambda j: j.cmd is not None and keyword in j.cmd)
+            pattern = like_pattern(keyword)
+            checks.append(lambda j: j.cmd is not None and pattern.search(j.cmd) is not None)
         if start is not None:
             checks.append(lambda j: j.created >= start)
         if msid is not None:

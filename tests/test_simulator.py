@@ -437,6 +437,11 @@ async def test_keyword_and_startdate(simulator: SimHandle) -> None:
         old_stop,
         new_stop,
     ]
+    # SQL LIKE '%keyword%' on a case-insensitive collation, the keyword unescaped.
+    for keyword in ("stopvm", "St_pVMC", "Stop%Cmd"):
+        body = (await call(simulator, admin, "listAsyncJobs", keyword=keyword))[2]
+        assert listed(body) == [old_stop, new_stop], keyword
+    assert listed((await call(simulator, admin, "listAsyncJobs", keyword="St\\_p"))[2]) == []
     truth = await simulator.job(new_stop)
     assert truth is not None
     # The server's own date format, in its own time zone (-0700).
