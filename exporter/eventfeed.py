@@ -108,6 +108,9 @@ class EventFeed:
             self._querying.discard(job_id)
 
     async def close(self) -> None:
+        """The stream stopped (shutdown or reload): no longer connected, queries cancelled."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.tracker.stream_disconnected()
+        self.metrics.connected(False)

@@ -146,7 +146,8 @@ class CloudMetrics:
         self._finished: dict[tuple[str, str, str], Counter] = {}
         self._durations: dict[tuple[str, str], Histogram] = {}
         self._skipped: dict[str, Counter] = {}
-        self._by_source = {s: owner.finished_by_source.labels(name, s) for s in FINISH_SOURCES}
+        # How finishes were learned: an event-stream series (metrics.md), made with events().
+        self._by_source: dict[str, Counter] = {}
         self._events: EventMetrics | None = None
 
     def events(self) -> EventMetrics:
@@ -154,6 +155,9 @@ class CloudMetrics:
         `events` configured only)."""
         if self._events is None:
             self._events = EventMetrics(self._owner, self.name)
+            self._by_source = {
+                s: self._owner.finished_by_source.labels(self.name, s) for s in FINISH_SOURCES
+            }
         return self._events
 
     def api_request(self, command: str, code: str, seconds: float) -> None:
@@ -181,7 +185,9 @@ class CloudMetrics:
     def job_finished(self, job: Job, source: str = "query", duration: float | None = None) -> None:
         """Count a finished job and observe its duration (the tracker calls this once).
         `duration` overrides `completed - created` (the receipt times of its events)."""
-        self._by_source[source].inc()
+        by_source = self._by_source.get(source)
+        if by_source is not None:
+            by_source.inc()
         status = job.status.label
         key = (job.cmd, status, str(job.result_code))
         counter = self._finished.get(key)
@@ -242,10 +248,16 @@ class CloudMetrics:
             _discard(owner.job_duration, name, *hkey)
         for reason in self._skipped:
             _discard(owner.jobs_skipped, name, reason)
-        for source in FINISH_SOURCES:
-            _discard(owner.finished_by_source, name, source)
+        self.remove_events()
+
+    def remove_events(self) -> None:
+        """Remove the event-stream series (a reload took `events` away from this cloud)."""
         if self._events is not None:
             self._events._remove()
+            self._events = None
+        for source in self._by_source:
+            _discard(self._owner.finished_by_source, self.name, source)
+        self._by_source = {}
 
 
 class EventMetrics:

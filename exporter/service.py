@@ -356,6 +356,10 @@ class Service:
             self.metrics.remove_cloud(gone)
         for gone in set(self._rendered) - names:
             del self._rendered[gone]  # were it added back, it would start unpolled
+        for cloud in config.clouds:
+            if cloud.events is None and cloud.name in self.trackers:
+                # No stream any more: its series go, as a removed cloud's do.
+                self.metrics.cloud(cloud.name).remove_events()
         self.config = config
         self.renderer.per_job_series = config.per_job_series
         self._restored = {}

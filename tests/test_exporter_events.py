@@ -176,6 +176,28 @@ async def test_every_short_job_is_counted_once_with_its_duration(
         assert (result.returncode, result.stdout + result.stderr) == (0, b"")
 
 
+async def test_a_reload_that_takes_events_away_removes_the_stream_series(
+    sim: SimHandle, bus: Bus, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", sim, extra=bus.events_yaml())])
+    async with Exporter(config) as exporter:
+        await connected(exporter)
+        write_config(config, [cloud_yaml("a", sim)])
+        assert await exporter.service.reload()
+        m = await exporter.metrics()
+        assert m.value("cloudstack_up", cloud="a") == 1
+        # Neither "connected" nor any other event-stream series of a cloud without a stream.
+        stream_series = ("cloudstack_exporter_event", "cloudstack_exporter_jobs_finished_by_source")
+        assert not [s for s in m.samples if s[0].startswith(stream_series)]
+        _, _, page = await exporter.get("/jobs?format=json")
+        assert json.loads(page)["clouds"][0]["events"] is None
+
+        # Given back: connected again, its counters from zero.
+        write_config(config, [cloud_yaml("a", sim, extra=bus.events_yaml())])
+        assert await exporter.service.reload()
+        await connected(exporter)
+
+
 async def test_a_jobs_end_shows_without_a_poll(sim: SimHandle, bus: Bus, tmp_path: Path) -> None:
     (job_id,) = await sim.create_jobs(1, cmd="DeployVMCmd", created_ago=30)
     config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", sim, extra=bus.events_yaml())])

@@ -19,7 +19,9 @@ JOB = "6f3b0c7e-0000-4000-8000-0000000000a1"
 
 @pytest.fixture
 def metrics() -> ExporterMetrics:
-    return ExporterMetrics()
+    metrics = ExporterMetrics()
+    metrics.cloud("prod").events()  # a cloud with `events` configured, as the service makes it
+    return metrics
 
 
 def event(kind: str, status: str, job_id: str = JOB, **extra: Any) -> JobEvent:
