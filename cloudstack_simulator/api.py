@@ -307,6 +307,7 @@ class CloudStackApi:
             duration=self.job_duration,
             outcome=Outcome(),
             result_object=result_object,
+            request=params,
         )
         return {f"{command.lower()}response": {"jobid": job.uuid}}
 

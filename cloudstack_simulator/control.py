@@ -275,9 +275,10 @@ class Control:
     async def set_procstatus(self, request: web.Request) -> web.Response:
         job = self._job_of(request)
         data = await _body(request)
-        job.proc_status = _integer(data, "value", None, minimum=-(2**31))
-        if job.proc_status is None:
+        value = _integer(data, "value", None, minimum=-(2**31))
+        if value is None:
             raise BadRequest("value: the new jobprocstatus")
+        self.sim.store.set_proc_status(job, value)
         return _ok(self.sim.store.truth(job))
 
     async def purge(self, request: web.Request) -> web.Response:

@@ -156,11 +156,11 @@ class EventBus:
         self._rng = random.Random(seed)
         self.published: Counter[str] = Counter()  # by event type
         self.dropped: Counter[str] = Counter()  # by reason
-        self.params: dict[str, dict[str, str]] = {}  # job uuid -> the request's parameters
         self._queue: asyncio.Queue[tuple[str, str, bytes]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None  # declared on first use
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._configured = asyncio.Event()  # set while there is a URL
@@ -225,8 +225,6 @@ class EventBus:
         except Exception:  # never let the bus fail a job
             log.exception("event for job %s not built", job.uuid)
             self.dropped["error"] += 1
-        if event_type == "complete":
-            self.params.pop(job.uuid, None)
 
     def _enqueue(self, event_type: str, job: SimJob) -> None:
         if not self.settings.url:
@@ -306,7 +304,7 @@ class EventBus:
         return {**fields_, "class": java, "object": obj}
 
     def _cmd_info(self, job: SimJob, command: str, event_kind: str) -> dict[str, str]:
-        params = self.params.get(job.uuid)
+        params = job.request
         if params is None:
             # No real request made this job (the control API did): the signed request a client
             # would have sent, secrets included, so consumers can prove they never leak them.
@@ -365,6 +363,7 @@ class EventBus:
     def _drop_connection(self) -> None:
         self._connected.clear()
         connection, self._connection, self._exchange = self._connection, None, None
+        self._channel = None
         if connection is not None:
             task = asyncio.get_running_loop().create_task(self._close_quietly(connection))
             task.add_done_callback(lambda _: None)
@@ -377,6 +376,7 @@ class EventBus:
     async def _close(self) -> None:
         self._connected.clear()
         connection, self._connection, self._exchange = self._connection, None, None
+        self._channel = None
         if connection is not None:
             await self._close_quietly(connection)
 
@@ -417,11 +417,8 @@ class EventBus:
         if (url, exchange_name) != (self.settings.url, self.settings.exchange):
             await self._close_quietly(connection)
             return
-        channel = await connection.channel()
-        # Declared when publishing, like RabbitMQEventBus: topic, durable, no arguments.
-        self._exchange = await channel.declare_exchange(
-            exchange_name, aio_pika.ExchangeType.TOPIC, durable=True, auto_delete=False
-        )
+        self._channel = await connection.channel()
+        self._exchange = None  # declared with the first event (see _send)
         self._connection = connection
         connection.close_callbacks.add(self._on_close)
         self.connects += 1
@@ -432,7 +429,7 @@ class EventBus:
     def _on_close(self, connection: Any, exc: BaseException | None = None) -> None:
         if connection is not self._connection:
             return
-        self._connection = self._exchange = None
+        self._connection = self._exchange = self._channel = None
         self._connected.clear()
         self.last_error = f"connection closed: {type(exc).__name__}" if exc else "closed"
         self._wake.set()
@@ -442,8 +439,8 @@ class EventBus:
         queue = self._queue
         while True:
             event_type, key, body = await queue.get()
-            exchange = self._exchange
-            if exchange is None:
+            channel = self._channel
+            if channel is None:
                 self.dropped["unreachable"] += 1
                 continue
             message = aio_pika.Message(
@@ -454,7 +451,7 @@ class EventBus:
             )
             try:
                 await asyncio.wait_for(
-                    exchange.publish(message, routing_key=key), self.settings.publish_timeout
+                    self._send(channel, message, key), self.settings.publish_timeout
                 )
             except TimeoutError:
                 self.dropped["timeout"] += 1
@@ -467,6 +464,20 @@ class EventBus:
                 self._wake.set()
             else:
                 self.published[event_type] += 1
+
+    async def _send(
+        self, channel: aio_pika.abc.AbstractChannel, message: aio_pika.Message, key: str
+    ) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            # RabbitMQEventBus declares the exchange as it publishes (topic, durable, no
+            # arguments): a fresh broker has none until CloudStack's first event.
+            exchange = await channel.declare_exchange(
+                self.settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True, auto_delete=False
+            )
+            if self._channel is channel:
+                self._exchange = exchange
+        await exchange.publish(message, routing_key=key)
 
     async def _settler(self) -> None:
         # Jobs end lazily in the store; while a bus is configured, settle them on time.

@@ -14,7 +14,7 @@ import itertools
 import random
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,7 @@ class SimJob:
         "msid",
         "outcome",
         "proc_status",
+        "request",
         "result",
         "result_code",
         "result_object",
@@ -132,6 +133,9 @@ class SimJob:
         self.status = PENDING
         self.result_code = 0
         self.proc_status = 0
+        # The API request that submitted the job (what CloudStack keeps as cmdInfo, secrets
+        # included); None for jobs the control API or the workload made.
+        self.request: dict[str, str] | None = None
         self.result: Any = None
         self.result_type: str | None = None
         self.completed: float | None = None
@@ -192,6 +196,7 @@ class JobStore:
         job_uuid: str | None = None,
         result_object: str = "success",
         now: float | None = None,
+        request: Mapping[str, str] | None = None,
     ) -> SimJob:
         """Add a pending job; with a duration it finishes by itself that long after creation."""
         now = self.clock.now() if now is None else now
@@ -222,6 +227,7 @@ class JobStore:
             msid,
         )
         job.proc_status = proc_status
+        job.request = dict(request) if request is not None else None
         self.jobs[job_uuid] = job
         self.pending[job_uuid] = job
         if self.list_internal or not is_internal(cmd):
@@ -283,6 +289,16 @@ class JobStore:
         for observer in self.observers:
             observer("complete", job)
         return job
+
+    def set_proc_status(self, job: SimJob, value: int) -> None:
+        """A running job's progress (AsyncJobManagerImpl.updateAsyncJobStatus: attach volume,
+        uploads). Its `update` event is built before the change, so it carries the old
+        values, as CloudStack's does."""
+        if job.status != PENDING:
+            raise StoreError(f"job {job.uuid} is finished: its processing status is final")
+        for observer in self.observers:
+            observer("update", job)
+        job.proc_status = value
 
     def restart(self) -> int:
         """A management-server restart: every pending job fails with 530 and no jobresult."""

@@ -176,6 +176,33 @@ async def test_every_short_job_is_counted_once_with_its_duration(
         assert (result.returncode, result.stdout + result.stderr) == (0, b"")
 
 
+async def test_an_update_is_counted_and_leaves_the_job_running(
+    sim: SimHandle, bus: Bus, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "c.yaml", [cloud_yaml("a", sim, extra=bus.events_yaml())])
+    async with Exporter(config) as exporter:
+        await connected(exporter)
+        (job_id,) = await sim.create_jobs(1, cmd="AttachVolumeCmd")
+        await sim.set_procstatus(job_id, 3)
+
+        async def updated() -> bool:
+            m = await exporter.metrics()
+            return m.value("cloudstack_exporter_events_received_total", type="update") == 1
+
+        await eventually(updated, "the update received")
+        m = await exporter.metrics()
+        assert m.value("cloudstack_async_job_status", job_id=job_id) == 0
+        assert await finished_count(exporter) == 0
+        await sim.finish(job_id)
+
+        async def ended() -> bool:
+            return await finished_count(exporter) == 1
+
+        await eventually(ended, "the job ended by its complete")
+        m = await exporter.metrics()
+        assert m.value("cloudstack_exporter_jobs_finished_by_source_total", source="event") == 1
+
+
 async def test_a_reload_that_takes_events_away_removes_the_stream_series(
     sim: SimHandle, bus: Bus, tmp_path: Path
 ) -> None:

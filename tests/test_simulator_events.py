@@ -217,6 +217,68 @@ async def test_failed_job_carries_the_exception_response(
     }
 
 
+async def test_the_exchange_exists_only_once_an_event_was_published(
+    sim: SimHandle, rabbitmq: RabbitNode
+) -> None:
+    exchange = unique_name("events")
+    await sim.control(
+        "PUT", "/events", {"url": rabbitmq.url, "exchange": exchange, "reconnect_interval": 0.5}
+    )
+    await wait_for(sim, True)
+    async with await aio_pika.connect(rabbitmq.url) as connection:
+        channel = await connection.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, passive=True)
+        await sim.create_jobs()
+        deadline = time.monotonic() + GUARD
+        while (await events(sim))["published"]["total"] < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        # Published to no queue (the broker drops it), but the exchange is there now.
+        channel = await connection.channel()
+        await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, passive=True)
+
+
+async def test_update_carries_the_values_from_before_the_change(
+    sim: SimHandle, rabbitmq: RabbitNode
+) -> None:
+    consumer = await attach(sim, rabbitmq)
+    (jobid,) = await sim.create_jobs(cmd="AttachVolumeCmd", instance_id=VM_ID)
+    await consumer.body()  # submit
+    await sim.set_procstatus(jobid, 7)
+    key, body = await consumer.body()
+    assert key.startswith("management-server.AsyncJobEvent.update.")
+    assert body["status"] == "IN_PROGRESS" and body["processStatus"] == "0"
+    assert "jobResult" not in body
+    assert (await query(sim, jobid))["jobprocstatus"] == 7
+    assert (await events(sim))["published"]["update"] == 1
+    await sim.finish(jobid)
+    with pytest.raises(Exception, match="finished"):
+        await sim.set_procstatus(jobid, 8)  # a finished job's status no longer moves
+
+
+async def test_a_job_submitted_through_the_api_carries_its_own_request(
+    sim: SimHandle, rabbitmq: RabbitNode
+) -> None:
+    """cmdInfo is what the client sent: a session caller's sessionkey among it (spec §9)."""
+    consumer = await attach(sim, rabbitmq)
+    ops = sim.ops
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as session:
+        form = {"command": "login", "response": "json", "username": ops.username}
+        form |= {"password": ops.password, "domain": ops.domain}
+        async with session.post(sim.url, data=form) as resp:
+            key = (await resp.json(content_type=None))["loginresponse"]["sessionkey"]
+        params = {"command": "stopVirtualMachine", "id": VM_ID, "response": "json"}
+        async with session.get(sim.url, params={**params, "sessionkey": key}) as resp:
+            jobid = (await resp.json(content_type=None))["stopvirtualmachineresponse"]["jobid"]
+    _, body = await consumer.body()
+    assert body["jobId"] == jobid
+    info = body["cmdInfo"]
+    assert info["sessionkey"] == key and info["command"] == "stopVirtualMachine"
+    assert info["id"] == VM_ID and "apikey" not in info and "signature" not in info
+
+
 async def test_routing_key_without_resource_and_with_dots(
     sim: SimHandle, rabbitmq: RabbitNode
 ) -> None:
