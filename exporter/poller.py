@@ -227,7 +227,7 @@ class CloudPoller:
         now = self._clock()
         for job, stamp in accepted:
             self.tracker.apply(job, now, stamp, source="list")
-        self.tracker.listing_applied(started)
+        self.tracker.listing_applied(started, listed)
         result.listed = len(listed)
         return listed
 

@@ -148,7 +148,8 @@ class JobTracker:
         self._observed: dict[str, float] = {}
         self._configured: set[str] = set()
         self._configured_done: set[str] = set()  # configured, and gone (431) or expired
-        self._refused: set[str] = set()  # refused for capacity, counted once each
+        self._refused: set[str] = set()  # refused for capacity, counted once each: pending
+        # jobs listed (or configured) beyond the cap, so bounded by what CloudStack lists
         # The aggregates, kept up to date as jobs come, change and go (see _count), so that
         # a render does not recount 100,000 jobs.
         self._counts: dict[tuple[str, str], int] = {}  # (cmd, status label) -> jobs
@@ -354,9 +355,6 @@ class JobTracker:
             evicted += 1
         if evicted:
             self.metrics.dropped("capacity", evicted)
-        # Room again: refused jobs may be admitted when they are next listed.
-        if len(self._jobs) < self.max_jobs:
-            self._refused.clear()
         self._advance_watermark()
         self._report_size()
 
@@ -371,9 +369,13 @@ class JobTracker:
         self._stream_since = None
         self._gap_candidates.clear()
 
-    def listing_applied(self, started: float) -> None:
-        """A listing (every page) was applied; it had started at `started`."""
+    def listing_applied(self, started: float, listed: Set[str] | None = None) -> None:
+        """A listing (every page) was applied; it had started at `started`. A job refused
+        for capacity that the listing no longer holds has ended: it is forgotten (it cannot
+        be listed pending again), unless configured (queried, not listed)."""
         self._last_listing = started
+        if listed is not None and self._refused:
+            self._refused = {i for i in self._refused if i in listed or i in self._configured}
 
     def _maybe_gap(self, job_id: str, now: float) -> None:
         # New in this listing and pending, while the stream has been up since before the
@@ -578,9 +580,10 @@ class JobTracker:
             else:
                 # Only pending jobs: they are what the exporter exists to watch, so the
                 # newcomer is refused rather than an older pending job evicted.
+                # Counted once however often it is listed while there is no room; admitted
+                # (and forgotten) when there is. The listing bounds the set: see
+                # listing_applied.
                 if job_id not in self._refused:
-                    if len(self._refused) >= self.max_jobs:
-                        self._refused.clear()  # bound the memory; may count a job twice
                     self._refused.add(job_id)
                     self.metrics.dropped("capacity", 1)
                 return False

@@ -304,6 +304,36 @@ def test_cap_full_of_pending_jobs_refuses_newcomers_and_counts_each_once(
     assert tracker.get("p3") is not None
 
 
+def test_jobs_beyond_the_cap_are_counted_once_however_many_and_however_long(
+    metrics: ExporterMetrics,
+) -> None:
+    # Three times more pending jobs than the cap, listed cycle after cycle.
+    tracker = make(metrics, max_jobs=4, retention=10)
+    pending = [f"p{i}" for i in range(12)]
+
+    def cycle(now: float) -> None:
+        for job_id in pending:
+            tracker.apply(job(job_id), now, source="list")
+        tracker.listing_applied(now, set(pending))
+        tracker.expire(now)
+
+    for n in range(10):
+        cycle(T0 + n)
+    assert dropped(metrics, "capacity") == 8  # p4-p11, once each
+    # p0 ends and leaves the list: the next listing's first refused job takes its place
+    # (the cap evicts finished jobs first), the others wait and are not counted again.
+    tracker.apply(job("p0", 1, completed=T0 + 10), T0 + 10)
+    pending.remove("p0")
+    for n in range(11, 40):
+        cycle(T0 + n)
+    assert tracker.get("p0") is None and tracker.get("p4") is not None
+    assert dropped(metrics, "capacity") == 9  # p4-p11 refused once each, p0 evicted
+
+    # A refused job that left the list has ended: forgotten, so the set stays bounded.
+    tracker.listing_applied(T0 + 50, {"p1", "p2", "p3", "p4"})
+    assert tracker._refused == set()
+
+
 def test_expire_enforces_a_lowered_cap(metrics: ExporterMetrics) -> None:
     tracker = make(metrics, max_jobs=10)
     for i in range(5):
