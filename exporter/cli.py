@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from exporter import __version__
-from exporter.config import ConfigError, load_config
+from exporter.config import Config, ConfigError, load_config
 from exporter.logs import register_secret, setup_logging
 from exporter.options import DEFAULT_LISTEN_ADDRESS, Options, parse_listen_address
+from exporter.sources import parse_id_lines
 
 PROG = "cloudstack-job-exporter"
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -138,9 +139,40 @@ def _check_state_dir(state_file: str | None) -> list[str]:
     return []
 
 
+def _check_jobs_files(config: Config) -> list[str]:
+    """Warnings, not problems: the daemon starts without a jobs_file it cannot read (and
+    reads it once it appears) and skips a line that is no job ID; the check says so now
+    rather than in a log line after the start."""
+    warnings = []
+    for index, cloud in enumerate(config.clouds):
+        if cloud.jobs_file is None:
+            continue
+        key = f"warning: clouds[{index}].jobs_file"
+        try:
+            with open(cloud.jobs_file, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            warnings.append(
+                f"{key}: cannot read {cloud.jobs_file}: {reason} "
+                "(the exporter starts without its IDs and reads it when it appears)"
+            )
+            continue
+        _, bad = parse_id_lines(lines)
+        if bad:
+            lines_text = "1 line is not a job ID" if bad == 1 else f"{bad} lines are not job IDs"
+            warnings.append(
+                f"{key}: {cloud.jobs_file}: {lines_text} (skipped; an ID is letters, digits, "
+                "'.', '_' and '-', one a line)"
+            )
+    return warnings
+
+
 def check_config(options: Options) -> int:
-    """--config.check: one line per problem on stderr and 2, or a summary on stdout and 0."""
+    """--config.check: one line per problem on stderr and 2, or a summary on stdout and 0
+    (with a line on stderr for each warning)."""
     problems: list[str] = []
+    warnings: list[str] = []
     summary: list[str] = []
     try:
         config = load_config(options.config_file)
@@ -148,14 +180,15 @@ def check_config(options: Options) -> int:
         problems.extend(error.problems)
     else:
         problems.extend(_check_state_dir(config.state_file))
+        warnings = _check_jobs_files(config)
         names = ", ".join(cloud.name for cloud in config.clouds)
         count = len(config.clouds)
         summary.append(f"config OK: {count} cloud{'s' if count != 1 else ''} ({names})")
     if options.web_config_file:
         problems.extend(_check_web_config(options.web_config_file, summary))
+    for line in problems + warnings:
+        print(line, file=sys.stderr)
     if problems:
-        for line in problems:
-            print(line, file=sys.stderr)
         return EXIT_USAGE
     for line in summary:
         print(line)

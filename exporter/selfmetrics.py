@@ -415,7 +415,7 @@ class ExporterMetrics:
         )
         self.finished_by_source = Counter(
             "cloudstack_exporter_jobs_finished_by_source",
-            "How each finish counted in cloudstack_async_jobs_finished was learned: 'event' "
+            "How each finish counted in cloudstack_async_jobs_finished_total was learned: 'event' "
             "(an AsyncJobEvent complete), 'list' (listAsyncJobs showed it final already), "
             "'query' (queryAsyncJobResult of a job that left the pending list).",
             ("cloud", "source"),

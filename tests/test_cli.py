@@ -85,6 +85,33 @@ def test_config_check_checks_that_the_state_file_can_be_written(tmp_path: Path) 
     assert (result.returncode, result.stderr) == (0, "")
 
 
+def test_config_check_warns_of_a_jobs_file_the_daemon_would_only_warn_of(
+    tmp_path: Path,
+) -> None:
+    jobs = tmp_path / "jobs.txt"
+    path = write(tmp_path, VALID + f"    jobs_file: {jobs}\n")
+    result = run("--config.check", f"--config.file={path}", env={"CJE_API_KEY": "key-1"})
+    assert (result.returncode, result.stdout) == (0, "config OK: 1 cloud (prod)\n")
+    assert result.stderr == (
+        f"warning: clouds[0].jobs_file: cannot read {jobs}: No such file or directory "
+        "(the exporter starts without its IDs and reads it when it appears)\n"
+    )
+    jobs.write_text("# pending deploys\n5c7a3b1e-0000-4000-8000-000000000001\nnot an id\n")
+    result = run("--config.check", f"--config.file={path}", env={"CJE_API_KEY": "key-1"})
+    assert result.returncode == 0
+    assert result.stderr == (
+        f"warning: clouds[0].jobs_file: {jobs}: 1 line is not a job ID (skipped; an ID is "
+        "letters, digits, '.', '_' and '-', one a line)\n"
+    )
+    jobs.write_text("# pending deploys\n5c7a3b1e-0000-4000-8000-000000000001\n")
+    result = run("--config.check", f"--config.file={path}", env={"CJE_API_KEY": "key-1"})
+    assert (result.returncode, result.stderr) == (0, "")
+    # A warning never hides a real problem.
+    path = write(tmp_path, VALID.replace("name: prod", "name: ''") + f"    jobs_file: {jobs}x\n")
+    result = run("--config.check", f"--config.file={path}", env={"CJE_API_KEY": "key-1"})
+    assert result.returncode == 2
+
+
 def test_config_check_reports_every_problem_one_line_each(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -161,12 +188,17 @@ def test_config_check_of_the_example_file(tmp_path: Path) -> None:
     result = run("--config.check", f"--config.file={installed}", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "config OK: 2 clouds (prod, lab)\n"
+    # The example's jobs_file is the operator's to write: until then, a warning.
+    warning = "warning: clouds[0].jobs_file: cannot read /etc/cloudstack-job-exporter/prod-jobs.txt"
+    assert result.stderr.startswith(warning) and result.stderr.count("\n") == 1
 
     missing = tmp_path / "missing"
     installed.write_text(example.replace(state_line, f"state_file: {missing}/state.json\n"))
     result = run("--config.check", f"--config.file={installed}", env=env)
     assert result.returncode == 2
-    assert result.stderr == f"state_file: directory {missing} does not exist\n"
+    problem = f"state_file: directory {missing} does not exist"
+    assert result.stderr.splitlines()[0] == problem
+    assert result.stderr.splitlines()[1].startswith(warning)
 
 
 # --------------------------------------------------------------------------- flags
