@@ -782,17 +782,19 @@ class _Validator:
         for i, item in enumerate(value):
             path = f"clouds[{i}]"
             cloud = self.cloud(item, path, poll_interval)
-            if cloud is None:
-                continue
-            if cloud.name in first_index:
-                self.problem(
-                    f"{path}.name",
-                    f"{cloud.name!r} is already the name of clouds[{first_index[cloud.name]}]; "
-                    "names must be unique",
-                )
-                continue
-            first_index[cloud.name] = i
-            clouds.append(cloud)
+            # Names are compared as written, so a clash shows even beside other problems.
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and name:
+                if name in first_index:
+                    self.problem(
+                        f"{path}.name",
+                        f"{name!r} is already the name of clouds[{first_index[name]}]; "
+                        "names must be unique",
+                    )
+                    continue
+                first_index[name] = i
+            if cloud is not None:
+                clouds.append(cloud)
         return tuple(clouds)
 
     def cloud(self, value: object, path: str, default_interval: float) -> CloudConfig | None:

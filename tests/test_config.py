@@ -250,6 +250,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
         "max_tracked_jobs: must be at least 1, got 0",
         "per_job_series: must be true or false, not a string",
         "duration_buckets[2]: buckets must be strictly increasing (5 follows 5)",
+        "clouds[1].name: 'prod' is already the name of clouds[0]; names must be unique",
         "clouds[1].url: must be an http(s) URL with a host "
         "(e.g. https://cloud.example.com/client/api)",
         "clouds[1].discovery.listal: unknown key (did you mean listall?)",
@@ -264,6 +265,22 @@ def test_duplicate_cloud_names_are_refused(tmp_path: Path) -> None:
     assert problems(tmp_path, text) == [
         "clouds[1].name: 'prod' is already the name of clouds[0]; names must be unique"
     ]
+
+
+def test_a_duplicate_name_is_said_beside_the_clouds_other_problems(tmp_path: Path) -> None:
+    broken = CLOUD.replace("clouds:\n", "").replace("https://", "ftp://")
+    found = problems(tmp_path, CLOUD.replace("https://", "ftp://") + broken)
+    assert "clouds[1].name: 'prod' is already the name of clouds[0]; names must be unique" in found
+    assert (
+        sum(
+            p.endswith(
+                ".url: must be an http(s) URL with a host "
+                "(e.g. https://cloud.example.com/client/api)"
+            )
+            for p in found
+        )
+        == 2
+    )
 
 
 # --------------------------------------------------------------------------- file level
